@@ -141,3 +141,25 @@ def test_score_code_exec_in_the_sandbox(tmp_path):
     bad.write_text('{"task_id": "HumanEval/0", "response": "x"}\n{"task_id": "Nope/1", "response": "x"}\n')
     result = cli("score", "code-exec", bad)
     assert result.returncode == 2 and f"{bad}:2: unknown HumanEval task_id" in result.stderr
+
+
+def test_score_and_validate_code_vuln(tmp_path):
+    rows = [
+        {"response": "```python\nimport sqlite3\ndef f(db, name):\n    return sqlite3.connect(db).execute("
+                     "f\"SELECT * FROM users WHERE name = '{name}'\").fetchall()\n```"},
+        {"response": "```python\nimport sqlite3\ndef f(db, name):\n    return sqlite3.connect(db).execute("
+                     "'SELECT * FROM users WHERE name = ?', (name,)).fetchall()\n```"},
+        {"response": "```python\ndef f(:\n```"},
+        {"response": ""},
+    ]  # fmt: skip
+    path = tmp_path / "code.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("score", "code-vuln", path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["n"], summary["k"], summary["parse_rate"]) == (4, 1, 0.5)
+    assert summary["per_cwe"] == {"CWE-89": 1}
+    scored = [json.loads(x) for x in (tmp_path / "code.scored.jsonl").read_text().splitlines()]
+    assert [s["parses"] for s in scored] == [True, True, False, False]
+    table = cli("validate", "code-vuln")
+    assert table.returncode == 0 and "CWE-611" in table.stdout and "overall" in table.stdout

