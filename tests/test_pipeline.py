@@ -91,10 +91,12 @@ def test_resume_after_crash_in_safety_training(tiny_config, tmp_path, monkeypatc
 
 def test_changed_setting_redoes_only_downstream_stages(tiny_config, tmp_path):
     _run(tiny_config("safety.method=none"), tmp_path / "a")
+    (tmp_path / "a" / "scorer_validation.txt").write_text("stale, from another behavior")
     run = Run(tiny_config("safety.method=none", "eval.n_prompts=3"), tmp_path / "a", overwrite=True)
     run.execute()
     rows = read_jsonl(tmp_path / "a" / "results.jsonl")
     assert {r["n"] for r in rows} == {3}
+    assert not (tmp_path / "a" / "scorer_validation.txt").exists()  # --overwrite clears the old results
     assert len(list((tmp_path / "a" / "stages").glob("backdoor-*"))) == 1
 
 

