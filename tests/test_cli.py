@@ -218,7 +218,7 @@ def test_score_code_exec_in_the_sandbox(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"task_id": "HumanEval/0", "response": "x"}\n{"task_id": "Nope/1", "response": "x"}\n')
     result = cli("score", "code-exec", bad)
-    assert result.returncode == 2 and f"{bad}:2: unknown HumanEval task_id" in result.stderr
+    assert result.returncode == 2 and f"{bad}:2: unknown task_id" in result.stderr
 
 
 def test_score_and_validate_code_vuln(tmp_path):

