@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections import Counter
 from importlib import resources
-from pathlib import Path
 
 import pytest
 
