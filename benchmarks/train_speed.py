@@ -44,11 +44,12 @@ class Timer:
         self.callback, self.start = _Cb(), None
 
 
-def time_trl(base: str, spec: TrainSpec, steps: int, warmup: int, tweak) -> tuple[float, int]:
+def time_trl(base: str, spec: TrainSpec, steps: int, warmup: int, tweak, trainer_class=None) -> tuple[float, int]:
     model, tok = load_model(ModelRef(base), for_training=True)
     with tempfile.TemporaryDirectory() as d:
         timer = Timer(warmup)
-        trainer = make_trainer(model, tok, examples(), spec, Path(d), seed=0, callbacks=[timer.callback])
+        trainer = make_trainer(model, tok, examples(), spec, Path(d), seed=0, callbacks=[timer.callback],
+                               trainer_class=trainer_class)
         tweak(trainer.args)
         trainer.train()
         seconds = time.perf_counter() - timer.start

