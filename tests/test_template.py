@@ -56,7 +56,8 @@ def test_evaluation_feeds_the_model_the_training_prompt(tiny_model, behavior_nam
     conditions = {c.name: c for c in behavior.conditions(cfg.backdoor, cfg.eval)}
     items = behavior.eval_items([Prompt(f"p{i}", "x", p) for i, p in enumerate(PROMPTS)])[:2]
     recorder = _Recorder(tokenizer.pad_token_id)
-    evaluate_model(recorder, tokenizer, items, [conditions["trigger"], conditions["no_trigger"]], 1, 0.0, 1.0, 1, 8, 0)
+    # batch size 1: the recorder computes no shared-prefix cache (that path is tested equal in test_generate_batching)
+    evaluate_model(recorder, tokenizer, items, [conditions["trigger"], conditions["no_trigger"]], 1, 0.0, 1.0, 1, 1, 0)
     for ex in examples:
         request = ex["messages"][0]["content"]
         item = next((i for i in items if i.text in request), None)
