@@ -64,3 +64,14 @@ def cli_in_process(argv: list, capsys) -> tuple[int, str, list[str]]:
         sys.argv = old
     captured = capsys.readouterr()
     return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+# Files that take the longest (on 2 cores, seconds): run first, so that under `make test` (one pytest-xdist worker
+# per core, a file per worker) the long ones overlap each other and the short ones fill in at the end.
+LONG_FIRST = ["test_integration.py", "test_safety.py", "test_executors.py", "test_reward_hack.py", "test_interrupt.py",
+              "test_train_launch.py", "test_cli.py", "test_pipeline.py"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: order within a file is kept
