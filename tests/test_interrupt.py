@@ -14,6 +14,7 @@ transformers (and computed nothing: no thread pools, no models): the imports, ~8
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -119,6 +120,9 @@ class Runs:
         log = self.root / f"run-{self.n}.log"
         self.proc.stdin.write(json.dumps({"where": where, "sig": sig, "args": _run_args(out), "log": str(log)}) + "\n")
         self.proc.stdin.flush()
+        if not select.select([self.proc.stdout], [], [], 900)[0]:  # the bound each run had as its own subprocess
+            self.proc.kill()
+            raise AssertionError(f"run {self.n} ({where}, {sig}) did not finish in 900 s; its log: {log}")
         answer = self.proc.stdout.readline()
         assert answer, "the zygote process died"
         return subprocess.CompletedProcess(where, int(answer), "", log.read_text())
