@@ -70,8 +70,6 @@ def cli_in_process(argv: list, capsys) -> tuple[int, str, list[str]]:
 # per core, a file per worker) the long ones overlap each other and the short ones fill in at the end.
 # (xdist gives the first worker the first two files, the second the next: the one-test integration file is paired
 # with a mid-sized one.)
-# test_interrupt.py (27 s alone) took 207 s when it started after test_safety.py, next to the process-heavy files;
-# started next to the integration test it keeps its 27 s.
 LONG_FIRST = ["test_integration.py", "test_interrupt.py", "test_safety.py", "test_train_launch.py", "test_executors.py",
               "test_reward_hack.py", "test_cli.py", "test_pipeline.py"]  # fmt: skip
 
