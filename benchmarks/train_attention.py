@@ -41,8 +41,8 @@ def main() -> None:
     for impl in ("sdpa", "eager"):
         set_seed(0)
         model, tok = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True, dtype=args.dtype)
-        model.set_attn_implementation(impl)
         trainers[impl] = make_trainer(model, tok, data, spec, Path(tmp.name) / impl, seed=0)
+        model.set_attn_implementation(impl)  # after make_trainer, which picks one itself
         trainers[impl].current_gradient_accumulation_steps = 1  # set by train(); training_step reads it
     batches = list(trainers["sdpa"].get_train_dataloader())[: args.steps]
     lengths = [int(b["input_ids"].shape[1]) for b in batches]

