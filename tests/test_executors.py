@@ -67,7 +67,8 @@ def test_a_study_on_two_workers_equals_the_serial_run(serial, tmp_path, executor
     proc = _cli("--out", str(tmp_path / "run"), "--executor", executor, "--workers", "2", *extra)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
-    assert "4 unit(s) done on" in err
+    where = "slurm (local cluster)" if executor == "slurm" else "ray"  # never "slurm" for local subprocesses
+    assert f"4 unit(s) done on {where} in" in err, err[-2000:]
     assert _rows(tmp_path / "run") == _rows(serial)
     builds = _assert_built_once(tmp_path / "run")
     assert len({b["pid"] for b in builds}) >= 2 and proc.pid not in {b["pid"] for b in builds}

