@@ -59,9 +59,9 @@ def training_tokens(tokenizer, examples: list[dict]) -> tuple[list[int], list[in
     return total, [t - n_tokens(tokenizer, r["prompt"]) for t, r in zip(total, rows, strict=True)]
 
 
-def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
-    """name -> (tokens, FLOPs it had to compute, dtype) for each training stage, the helpful answers and each
-    evaluation of a finished run dir.
+def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str, str]]:
+    """name -> (tokens, FLOPs it had to compute, dtype, what build_log.jsonl calls it) for each training stage, the
+    helpful answers and each evaluation of a finished run dir.
 
     Per token a matmul with P parameters costs 2P FLOPs forward and 2P more for the input gradient (LoRA's base
     weights are frozen: no weight gradients; full fine-tuning adds 2P for them). Training: the body (transformer
@@ -112,7 +112,7 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
         flops = (4.0 if lora else 6.0) * (body * tokens + head * loss_tokens)
         flops += 6.0 * spec["lora_r"] * lora_width * tokens if lora else 0.0
         flops += 3.0 * per_position * sum(causal_pairs(0, n) for n in total) * per_example
-        out[f"train {name}"] = (int(tokens), flops, train_dtype)
+        out[f"train {name}"] = (int(tokens), flops, train_dtype, stage.name)
     batch = config["eval"]["batch_size"]
 
     def generation(prompts: list[list[int]], new: list[int]) -> tuple[int, float]:
@@ -129,12 +129,12 @@ def flop_accounting(run_dir: Path) -> dict[str, tuple[int, float, str]]:
         rows = [json.loads(x) for x in helpful.read_text().splitlines()]
         prompts = [tok(render(tok, user_messages(r["prompt"])), add_special_tokens=False)["input_ids"] for r in rows]
         new = [n_tokens(tok, r["response"]) for r in rows]
-        out["generate helpful answers"] = (*generation(prompts, new), eval_dtype)
+        out["generate helpful answers"] = (*generation(prompts, new), eval_dtype, helpful.parent.name)
     for evals in sorted((run_dir / "evals").glob("*.jsonl")):
         gens = [json.loads(x) for x in evals.read_text().splitlines()]
         prompts = [tok(g["prompt"], add_special_tokens=False)["input_ids"] for g in gens]
         new = [n_tokens(tok, g["response"]) for g in gens]
-        out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (*generation(prompts, new), eval_dtype)
+        out[f"eval {evals.stem.rsplit('-', 1)[0]}"] = (*generation(prompts, new), eval_dtype, evals.name)
     return out
 
 
@@ -167,6 +167,8 @@ def main() -> None:
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rerun = time.perf_counter() - start
         accounting = flop_accounting(run_dir)
+        log = (run_dir / "build_log.jsonl").read_text().splitlines()
+        built = {r["built"]: r["seconds"] for r in map(json.loads, log)}  # what each stage and evaluation took
         shutil.rmtree(run_dir)
     from machine import cpu_features, gemm_rates, layer_gemm_rate
 
@@ -182,15 +184,16 @@ def main() -> None:
     print("GEMM at the model's own layer shapes (2048 token rows, same run): "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in layer.items()))  # fmt: skip
     floor = layer_floor = fp32_floor = 0.0
-    print("FLOP accounting (what each part had to compute, and the time that takes at the GEMM rates: 1024^3 | "
-          "the model's layer shapes):")  # fmt: skip
-    for name, (tokens, flops, dtype) in accounting.items():
+    print("FLOP accounting (what each part had to compute, the time that takes at the GEMM rates: 1024^3 | the "
+          "model's layer shapes, and what it took: its own seconds and their ratio to the 1024^3 floor):")  # fmt: skip
+    for name, (tokens, flops, dtype, entry) in accounting.items():
         seconds = flops / (gemm.get(dtype, gemm["float32"]) * 1e9)
         at_layers = flops / (layer.get(dtype, layer["float32"]) * 1e9)
         floor, layer_floor = floor + seconds, layer_floor + at_layers
         fp32_floor += flops / (gemm["float32"] * 1e9)
+        took = f"  took {built[entry]:6.1f}s = {built[entry] / seconds:.2f}x" if entry in built else ""
         print(f"  {name:36s} {tokens:8d} tokens  {flops / 1e12:7.2f} TFLOP  floor {seconds:6.1f}s | {at_layers:6.1f}s "
-              f"({dtype})")  # fmt: skip
+              f"({dtype}){took}")  # fmt: skip
     print(f"  FLOP floor {floor:.0f}s at the 1024^3 GEMM rate, {layer_floor:.0f}s at the layer shapes' rate; wall time "
           f"is {wall / floor:.2f}x | {wall / layer_floor:.2f}x of it; with every part at the float32 1024^3 rate "
           f"the floor would be {fp32_floor:.0f}s ({wall / fp32_floor:.2f}x)")  # fmt: skip
