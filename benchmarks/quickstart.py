@@ -157,8 +157,9 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        stages = {p.name.split("-")[0]: json.loads((p / "_DONE").read_text())["seconds"]
-                  for p in (run_dir / "stages").iterdir() if (p / "_DONE").is_file()}  # fmt: skip
+        log = (run_dir / "build_log.jsonl").read_text().splitlines()
+        built = {r["built"]: r["seconds"] for r in map(json.loads, log)}  # what each stage and evaluation took
+        stages = {name.split("-")[0]: seconds for name, seconds in built.items() if not name.endswith(".jsonl")}
         rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
         report_ok = (run_dir / "report.html").is_file()
         rerun = None
@@ -167,8 +168,6 @@ def main() -> None:
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rerun = time.perf_counter() - start
         accounting = flop_accounting(run_dir)
-        log = (run_dir / "build_log.jsonl").read_text().splitlines()
-        built = {r["built"]: r["seconds"] for r in map(json.loads, log)}  # what each stage and evaluation took
         shutil.rmtree(run_dir)
     from machine import cpu_features, gemm_rates, layer_gemm_rate
 
