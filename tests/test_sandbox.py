@@ -223,7 +223,10 @@ def test_minimal_root_hides_the_host(tmp_path):
     )
     res = run_in_sandbox(code)
     assert res.ok, res.stderr
-    assert res.stdout.splitlines() == ["False False False", "[]", "no pytest"], res.stdout
+    # site-packages is empty there, or not on the path at all (seen where python3 is a venv's, on a GPU machine)
+    lines = res.stdout.splitlines()
+    assert lines[0] == "False False False" and lines[1] in ("[]", "no site-packages"), res.stdout
+    assert lines[2:] == ["no pytest"], res.stdout
     assert "minimal root" in res.isolation
 
 

