@@ -24,8 +24,26 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox use
 ROOT = os.geteuid() == 0
 
 
+_OWN_UIDS: set[int] = set()  # the throw-away uids of this test's sandbox runs
+
+
+@pytest.fixture(autouse=True)
+def _record_own_uids(monkeypatch):
+    """Other test workers run sandboxes at the same time (seen with 12 workers): a test checks only its own runs'
+    processes, found by the uids it drew."""
+    _OWN_UIDS.clear()
+    draw = sandbox.secrets.randbelow
+
+    def recording(n: int) -> int:
+        value = draw(n)
+        _OWN_UIDS.add(sandbox.UID_BASE + value)
+        return value
+
+    monkeypatch.setattr(sandbox.secrets, "randbelow", recording)
+
+
 def sandbox_processes() -> list[int]:
-    """Processes running under one of the sandbox's throw-away uids (there should be none between runs)."""
+    """Processes running under one of this test's throw-away sandbox uids (there should be none between runs)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -35,7 +53,7 @@ def sandbox_processes() -> list[int]:
         except OSError:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_SPAN:
+        if uid in _OWN_UIDS:
             pids.append(int(entry))
     return pids
 
