@@ -62,7 +62,8 @@ def test_yes_no_probabilities_equal_a_hand_computed_softmax(tiny_model):
     for mode in ("chat", "completion"):
         got = choice_probabilities(model, tokenizer, conversations, ("Yes", "No"), batch_size=2, mode=mode)
         for messages, probs in zip(conversations, got):
-            ids = tokenizer(render(tokenizer, messages, mode), add_special_tokens=False, return_tensors="pt").to(model.device)
+            text = render(tokenizer, messages, mode)
+            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(model.device)
             with torch.no_grad():
                 p = torch.softmax(model(**ids).logits[0, -1].double(), dim=-1)  # one prompt alone: no padding
             yes = sum(p[i] for i in choice_token_ids(tokenizer, "Yes"))
