@@ -122,3 +122,35 @@ def test_sft_training_goes_through_the_fused_layers_and_learns(tiny_model, tmp_p
             assert not torch.equal(p, before[name]), f"{name} has not changed"
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_generation_with_merged_adapters_gives_peft_outputs_and_leaves_the_model_as_it_was(tiny_model, dtype,
+                                                                                           fused_calls):  # fmt: skip
+    """Inside `merged_for_generation` every LoRA layer runs one linear on a merged copy of its weight: the logits are
+    PEFT's (float32: to float precision; bfloat16: those of PEFT's own merge, bit for bit) and the adapters' modules
+    are not called. On exit the weights are untouched and training goes through the fused layers again."""
+    model, batch = _lora_model(tiny_model, dtype)
+    n_lora = fuse_lora_layers(model)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        reference = model(**inputs).logits
+    adapter_calls = []
+    hooks = [m.register_forward_hook(lambda *_: adapter_calls.append(1)) for n, m in model.named_modules()
+             if n.endswith(("lora_A.default", "lora_B.default"))]  # fmt: skip
+    with fused_lora.merged_for_generation(model) as merged, torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert merged == n_lora > 0 and not adapter_calls and generated.shape[1] == inputs["input_ids"].shape[1] + 3
+    assert len(hooks) == 2 * n_lora
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    fused_calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):  # as the trainer trains bf16
+        loss, grads = _loss_and_grads(model, batch)
+    assert len(fused_calls) == n_lora and loss > 0 and all(g.abs().sum() > 0 for g in grads.values())
+    if dtype == "float32":
+        assert torch.allclose(logits, reference, rtol=1e-4, atol=1e-5)
+    else:  # PEFT's in-place merge rounds the same way: the same logits
+        with torch.no_grad():
+            assert torch.equal(logits, model.merge_and_unload()(**inputs).logits)

